@@ -1,0 +1,1 @@
+"""The `sgpo-data` command line (installed as the `sgpo_data_cli` package)."""

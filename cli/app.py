@@ -1,0 +1,79 @@
+"""`sgpo-data`: thin typer commands over the library's stages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sgpo_data.config import load_recipe
+from sgpo_data.errors import SgpoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline SGPO datasets: generate, judge, score, export.")
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run folder; each stage writes RUN/<stage>/")]
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="YAML recipe (default: built-in defaults)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe key: dotted.key=value (repeatable)")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="redo a stage whose output was made with another config")]
+
+
+def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: list[str] | None, overwrite: bool) -> None:
+    from sgpo_data_cli.render import RichProgress, console, progress_bar, summary_table
+
+    started = time.perf_counter()
+    try:
+        recipe = load_recipe(recipe_path, overrides or [])
+        from sgpo_data.stages import STAGES
+
+        with progress_bar() as bar:
+            progress = RichProgress(bar)
+            for name in stages:
+                stage = STAGES[name](recipe, out, overwrite=overwrite, progress=progress)
+    except SgpoError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    stats = stage.manifest()["statistics"]
+    console.print(summary_table(stats, stages[-1], str(out), time.perf_counter() - started))
+
+
+@app.command()
+def generate(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Sample G responses per prompt and grade them."""
+    _execute(["generate"], recipe, out, set, overwrite)
+
+
+@app.command()
+def judge(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Cut responses into steps and find the first wrong step of each wrong one."""
+    _execute(["judge"], recipe, out, set, overwrite)
+
+
+@app.command()
+def score(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """SGPO rewards and GRPO/SGPO advantages."""
+    _execute(["score"], recipe, out, set, overwrite)
+
+
+@app.command()
+def export(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Write Parquet and a Hugging Face DatasetDict to RUN/export/."""
+    _execute(["export"], recipe, out, set, overwrite)
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe")],
+    out: OutOpt,
+    set: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """All stages in order: generate, judge, score, export. Finished work is skipped."""
+    from sgpo_data.stages import STAGE_ORDER
+
+    _execute(list(STAGE_ORDER), recipe, out, set, overwrite)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,49 @@
+"""The engine protocol: sample n completions per conversation; optionally pick one of fixed choices."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+
+Conversation = list[dict[str, str]]  # chat messages: [{"role": "user", "content": "..."}]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    num_tokens: int  # generated tokens, the end-of-turn token included when finish_reason == "stop"
+    logprobs: list[float] | None  # behaviour log-probability of each generated token
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backend(ABC):
+    """One engine holding one model."""
+
+    model_name: str
+    supports_choice: bool = False
+
+    @abstractmethod
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        """`params.n` completions for each conversation, in order."""
+
+    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int]:
+        """For each conversation, the index of the answer the model finds most likely among its choices."""
+        raise NotImplementedError(f"{type(self).__name__} cannot constrain answers to fixed choices")
+
+    def close(self) -> None:
+        """Free the engine's memory."""

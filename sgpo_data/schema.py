@@ -1,0 +1,78 @@
+"""The row contract (../shared/docs/ARCHITECTURE.md): one row per rollout, keyed by (prompt_id, sample_idx).
+
+Each stage declares the columns it needs and the columns it adds; stages only add columns, never drop rows.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+KEY = ("prompt_id", "sample_idx")
+
+INPUT_FIELDS = [
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("problem", pa.string(), nullable=False),
+    pa.field("reference_solution", pa.string()),
+    pa.field("reference_answer", pa.string()),
+    pa.field("data_source", pa.string()),  # extension: where the prompt came from (file, preset, hub id)
+]
+
+GENERATE_FIELDS = [
+    pa.field("sample_idx", pa.int32(), nullable=False),
+    pa.field("response", pa.string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("policy_model", pa.string()),
+    pa.field("response_tokens", pa.int32()),
+    pa.field("response_logprobs", pa.list_(pa.float32())),
+    pa.field("pred_answer", pa.string()),
+    pa.field("is_correct", pa.bool_()),
+    pa.field("grade_status", pa.string()),  # extension: ok, no_answer, no_reference, timeout, error
+]
+
+JUDGE_FIELDS = [
+    pa.field("steps", pa.list_(pa.string())),
+    pa.field("first_error_step", pa.int32()),
+    pa.field("judge_status", pa.string()),
+    pa.field("judge_model", pa.string()),
+    pa.field("judge_raw", pa.string()),
+]
+
+SCORE_FIELDS = [
+    pa.field("rts", pa.float32()),
+    pa.field("reward", pa.float32()),
+    pa.field("reward_outcome", pa.float32()),
+    pa.field("advantage", pa.float32()),
+    pa.field("advantage_grpo", pa.float32()),
+    pa.field("group_all_negative", pa.bool_()),
+]
+
+PROMPT_SCHEMA = pa.schema(INPUT_FIELDS)
+GENERATE_SCHEMA = pa.schema(INPUT_FIELDS + GENERATE_FIELDS)
+JUDGE_SCHEMA = pa.schema(INPUT_FIELDS + GENERATE_FIELDS + JUDGE_FIELDS)
+SCORE_SCHEMA = pa.schema(INPUT_FIELDS + GENERATE_FIELDS + JUDGE_FIELDS + SCORE_FIELDS)
+
+CONTRACT_COLUMNS = [f.name for f in SCORE_SCHEMA]
+
+
+class GradeStatus:
+    OK = "ok"
+    NO_ANSWER = "no_answer"  # nothing answer-like in the response
+    NO_REFERENCE = "no_reference"  # the prompt has no reference_answer to compare against
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class JudgeStatus:
+    OK = "ok"
+    SKIPPED_CORRECT = "skipped_correct"
+    PARSE_ERROR = "parse_error"
+    ERROR = "error"
+
+
+def require_columns(table: pa.Table, needed: list[str], where: str, fix: str) -> None:
+    """Fail with one line naming the missing columns, the file or stage, and what to run."""
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        from sgpo_data.errors import SgpoError
+
+        raise SgpoError(f"{where}: missing column(s) {', '.join(missing)}; {fix}")

@@ -1,0 +1,13 @@
+"""Progress reporting without a UI dependency: stages call `task`/`advance`; the CLI passes a rich one."""
+
+from __future__ import annotations
+
+
+class Progress:
+    """Silent default."""
+
+    def task(self, description: str, total: int) -> int:
+        return 0
+
+    def advance(self, task: int, n: int = 1) -> None:
+        pass
