@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from sgpo_data.config import load_recipe
 from sgpo_data.errors import SgpoError
@@ -25,14 +26,15 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
     started = time.perf_counter()
     try:
         recipe = load_recipe(recipe_path, overrides or [])
-        from sgpo_data.stages import STAGES
+        from sgpo_data.stages import STAGES, check_recipe
 
+        check_recipe(recipe)
         with progress_bar() as bar:
             progress = RichProgress(bar)
             for name in stages:
                 stage = STAGES[name](recipe, out, overwrite=overwrite, progress=progress)
     except SgpoError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
         raise typer.Exit(2) from None
     stats = stage.manifest()["statistics"]
     console.print(summary_table(stats, stages[-1], str(out), time.perf_counter() - started))

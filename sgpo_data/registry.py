@@ -24,7 +24,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._factories)
 
-    def get(self, name: str, **kwargs) -> T:
+    def check(self, name: str, key: str | None = None) -> None:
         if name not in self._factories:
-            raise SgpoError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
+            where = f"{key}: " if key else ""
+            raise SgpoError(f"{where}unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
+
+    def get(self, name: str, **kwargs) -> T:
+        self.check(name)
         return self._factories[name](**kwargs)

@@ -24,6 +24,7 @@ GENERATE_FIELDS = [
     pa.field("policy_model", pa.string()),
     pa.field("response_tokens", pa.int32()),
     pa.field("response_logprobs", pa.list_(pa.float32())),
+    pa.field("response_token_ids", pa.list_(pa.int32())),  # extension: the exact tokens the logprobs belong to
     pa.field("pred_answer", pa.string()),
     pa.field("is_correct", pa.bool_()),
     pa.field("grade_status", pa.string()),  # extension: ok, no_answer, no_reference, timeout, error

@@ -26,6 +26,7 @@ class Completion:
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
     num_tokens: int  # generated tokens, the end-of-turn token included when finish_reason == "stop"
     logprobs: list[float] | None  # behaviour log-probability of each generated token
+    token_ids: list[int] | None = None  # the generated tokens, so a trainer need not re-tokenise the text
 
     def to_dict(self) -> dict:
         return asdict(self)

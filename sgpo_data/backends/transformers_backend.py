@@ -16,6 +16,9 @@ class TransformersBackend(Backend):
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the stage's own progress bar is the one the user watches
 
         path, self.model_name = resolve_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,6 +83,7 @@ class TransformersBackend(Backend):
             finish_reason="length" if end is None else "stop",
             num_tokens=length,
             logprobs=[float(x) for x in logprobs[:length]],
+            token_ids=ids[:length],
         )
 
     def _answer_ids(self, conversation: Conversation, prompt: str, answer: str) -> list[int]:

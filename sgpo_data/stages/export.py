@@ -27,7 +27,9 @@ def run_export(recipe: Recipe, out, overwrite: bool = False, progress: Progress 
 
 
 def _save_hf(table, target) -> None:
-    from datasets import Dataset, DatasetDict
+    from datasets import Dataset, DatasetDict, disable_progress_bars
+
+    disable_progress_bars()
 
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)

@@ -98,6 +98,7 @@ def _generate_shard(recipe: Recipe, rows: list[dict], backend: Backend, cache: C
                         "policy_model": backend.model_name,
                         "response_tokens": completion.num_tokens,
                         "response_logprobs": completion.logprobs,
+                        "response_token_ids": completion.token_ids,
                     }
                 )
         advance(len(batch) * sampling.num_samples)

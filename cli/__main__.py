@@ -1,0 +1,3 @@
+from sgpo_data_cli.app import main
+
+main()

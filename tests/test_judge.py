@@ -1,0 +1,84 @@
+import pytest
+
+from sgpo_data.backends import Backend, Completion
+from sgpo_data.judges import JudgeInput, get_judge, parse_first_error
+from sgpo_data.judges.llm_judge import load_template, render_prompt
+from sgpo_data.schema import JudgeStatus
+
+ITEM = JudgeInput(
+    problem="Ann has 3 pens and buys 4 more. How many pens?",
+    reference_solution="Ann has 3 + 4 = 7 pens.\n\nThe answer is 7.",
+    steps=["Ann starts with 3 pens.\n\n", "3 + 4 = 8.\n\n", "The answer is 8."],
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("2", 2), (" 0 \n", 0), ("-1", -1), ("1.", 1)],
+)
+def test_parse_accepts_one_integer_in_range(raw, expected):
+    verdict = parse_first_error(raw, num_steps=3)
+    assert (verdict.first_error_step, verdict.status, verdict.raw) == (expected, JudgeStatus.OK, raw)
+
+
+@pytest.mark.parametrize("raw", ["3", "-2", "Step 1", "1 or 2", "", None, "one", "1.5", "\\boxed{1}"])
+def test_parse_rejects_everything_else_and_keeps_raw(raw):
+    verdict = parse_first_error(raw, num_steps=3)
+    assert verdict.first_error_step is None
+    assert verdict.status == JudgeStatus.PARSE_ERROR
+    assert verdict.raw == raw
+
+
+def test_prompt_wraps_numbered_steps_and_names_the_range():
+    prompt = render_prompt(load_template(), ITEM)
+    assert "<step_0>\nAnn starts with 3 pens.\n</step_0>" in prompt
+    assert "<step_2>\nThe answer is 8.\n</step_2>" in prompt
+    assert ITEM.reference_solution in prompt
+    assert "from 0 to 2" in prompt
+    assert "(none given)" in render_prompt(load_template(), JudgeInput("p", None, ["x"]))
+
+
+class ScriptedBackend(Backend):
+    """Fault injection: replies with fixed texts, or raises."""
+
+    model_name = "scripted"
+
+    def __init__(self, replies=None, error=None):
+        self.replies, self.error = replies or [], error
+
+    def generate(self, conversations, params):
+        if self.error:
+            raise self.error
+        return [[Completion(self.replies.pop(0), "stop", 1, None)] for _ in conversations]
+
+
+def test_unconstrained_judge_keeps_raw_on_parse_error():
+    judge = get_judge("llm", backend=ScriptedBackend(["1", "I think step one is wrong", "7"]))
+    verdicts = judge.judge([ITEM, ITEM, ITEM])
+    assert [v.status for v in verdicts] == [JudgeStatus.OK, JudgeStatus.PARSE_ERROR, JudgeStatus.PARSE_ERROR]
+    assert verdicts[0].first_error_step == 1
+    assert verdicts[1].raw == "I think step one is wrong"
+
+
+def test_engine_failure_becomes_error_rows():
+    judge = get_judge("llm", backend=ScriptedBackend(error=RuntimeError("CUDA out of memory")))
+    verdicts = judge.judge([ITEM, ITEM])
+    assert all(v.status == JudgeStatus.ERROR and "out of memory" in v.raw for v in verdicts)
+
+
+def test_constrained_judge_on_the_real_model_always_returns_a_valid_step(smollm2):
+    judge = get_judge("llm", backend=smollm2, constrained=True)
+    items = [ITEM, JudgeInput(ITEM.problem, ITEM.reference_solution, ["The answer is 8."])]
+    verdicts = judge.judge(items)
+    for item, verdict in zip(items, verdicts):
+        assert verdict.status == JudgeStatus.OK
+        assert -1 <= verdict.first_error_step < len(item.steps)
+        assert verdict.raw == str(verdict.first_error_step)
+
+
+def test_free_generation_judge_on_the_real_model_is_parsed_strictly(smollm2):
+    verdict = get_judge("llm", backend=smollm2, constrained=False, max_new_tokens=8).judge([ITEM])[0]
+    assert verdict.status in {JudgeStatus.OK, JudgeStatus.PARSE_ERROR}
+    assert verdict.raw is not None
+    if verdict.status == JudgeStatus.OK:
+        assert verdict.raw.strip().rstrip(".") == str(verdict.first_error_step)

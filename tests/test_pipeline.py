@@ -1,0 +1,160 @@
+"""End to end on the real shipped model: a few prompts, short outputs, every stage, the CLI, and resume
+after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sgpo_data.config import load_recipe
+from sgpo_data.schema import CONTRACT_COLUMNS, JudgeStatus
+from sgpo_data.stages import StageOutput, run_all
+from tests.helpers import tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "recipes" / "demo.yaml"
+CLI = [sys.executable, "-m", "sgpo_data_cli"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    # 4 prompts x 4 samples: enough wrong answers that the tiny model leaves all-negative groups
+    recipe = load_recipe(DEMO, tiny_overrides(num_problems=4, num_samples=4, max_new_tokens=64))
+    run_all(recipe, out)
+    return out
+
+
+def test_export_has_every_contract_column_and_the_sgpo_invariants(pipeline_run):
+    table = pq.read_table(pipeline_run / "export" / "part-00000.parquet")
+    assert table.column_names == CONTRACT_COLUMNS
+    rows = table.to_pylist()
+    assert len(rows) == 16
+    for row in rows:
+        assert "".join(row["steps"]) == row["response"]
+        if row["is_correct"]:
+            assert row["reward"] == 1.0 and row["judge_status"] == JudgeStatus.SKIPPED_CORRECT
+        else:
+            assert row["reward"] < 1.0
+            if row["judge_status"] == JudgeStatus.OK:
+                assert 0.0 < row["reward"] < 1.0
+                assert -1 <= row["first_error_step"] < len(row["steps"])
+                assert row["judge_raw"] == str(row["first_error_step"])
+        assert row["reward_outcome"] == (1.0 if row["is_correct"] else 0.0)
+        assert len(row["response_logprobs"]) == row["response_tokens"]
+    by_group: dict[str, list[dict]] = {}
+    for row in rows:
+        by_group.setdefault(row["prompt_id"], []).append(row)
+    assert sorted(len(g) for g in by_group.values()) == [4, 4, 4, 4]
+    all_negative = 0
+    for group in by_group.values():
+        assert abs(sum(r["advantage"] for r in group)) < 1e-4
+        assert abs(sum(r["advantage_grpo"] for r in group)) < 1e-4
+        assert {r["group_all_negative"] for r in group} == {not any(r["is_correct"] for r in group)}
+        if group[0]["group_all_negative"]:
+            all_negative += 1
+            assert all(r["advantage_grpo"] == 0.0 for r in group)
+            if len({r["rts"] for r in group}) > 1:  # distinct first-error positions: SGPO has a gradient
+                assert any(r["advantage"] != 0.0 for r in group)
+    assert all_negative >= 1, "the tiny model should leave at least one all-negative group"
+
+
+def test_manifests_and_hf_export(pipeline_run):
+    from datasets import load_from_disk
+
+    for name in ("generate", "judge", "score", "export"):
+        manifest = StageOutput(pipeline_run, name).manifest()
+        assert manifest["status"] == "complete"
+        assert manifest["sgpo_data_version"] and manifest["input_fingerprint"] and manifest["config"]
+    stats = StageOutput(pipeline_run, "export").manifest()["statistics"]
+    assert stats["responses"] == 16 and stats["prompts"] == 4
+    dataset = load_from_disk(str(pipeline_run / "export" / "hf"))
+    assert dataset["train"].num_rows == 16
+    assert dataset["train"].column_names == CONTRACT_COLUMNS
+
+
+def test_rerun_skips_finished_work(pipeline_run):
+    before = {p: p.stat().st_mtime_ns for p in pipeline_run.rglob("part-*.parquet")}
+    recipe = load_recipe(DEMO, tiny_overrides(num_problems=4, num_samples=4, max_new_tokens=64))
+    started = time.perf_counter()
+    run_all(recipe, pipeline_run)
+    assert time.perf_counter() - started < 30  # no model is loaded when every shard is done
+    assert {p: p.stat().st_mtime_ns for p in pipeline_run.rglob("part-*.parquet")} == before
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=REPO, **kwargs)
+
+
+def _overrides():
+    return [x for o in tiny_overrides(num_problems=3, num_samples=2, max_new_tokens=32) for x in ("--set", o)]
+
+
+def test_kill_9_and_rerun_gives_the_same_rows(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _cli("run", str(DEMO), "--out", str(reference), *_overrides()).returncode == 0
+
+    proc = subprocess.Popen([*CLI, "run", str(DEMO), "--out", str(killed), *_overrides()], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "generate" / "part-00000.done").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "generate" / "part-00000.done").exists()
+    assert not (killed / "export").exists()
+
+    result = _cli("run", str(DEMO), "--out", str(killed), *_overrides())
+    assert result.returncode == 0, result.stderr
+    a = pq.read_table(reference / "export" / "part-00000.parquet").to_pylist()
+    b = pq.read_table(killed / "export" / "part-00000.parquet").to_pylist()
+    assert a == b
+
+
+def test_cli_generate_then_stage_commands_print_a_summary(tmp_path):
+    out = str(tmp_path / "run")
+    first = _cli("generate", "--recipe", str(DEMO), "--out", out, *_overrides())
+    assert first.returncode == 0, first.stderr
+    assert "accuracy" in first.stderr and "wall time" in first.stderr
+    early = _cli("score", "--recipe", str(DEMO), "--out", out, *_overrides())
+    assert early.returncode == 2
+    assert f"{out}/judge is missing or incomplete; run `sgpo-data judge --out {out}` first" in early.stderr
+    for stage in ("judge", "score", "export"):
+        result = _cli(stage, "--recipe", str(DEMO), "--out", out, *_overrides())
+        assert result.returncode == 0, result.stderr
+    assert "zero-std groups, SGPO" in result.stderr and "judge parse failures" in result.stderr
+    changed = _cli("generate", "--recipe", str(DEMO), "--out", out, *_overrides(), "--set", "generate.sampling.seed=5")
+    assert changed.returncode == 2 and "pass --overwrite" in changed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "data.source=/no/such/file.jsonl"], "data file /no/such/file.jsonl not found"),
+        (["--set", "generate.backend=nope"], "generate.backend: unknown backend 'nope'"),
+        (["--set", "judge.beta=3"], "invalid recipe key 'judge.beta'"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_no_stage_output(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = _cli("run", str(DEMO), "--out", str(out), *args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not list(out.rglob("*.done"))
+
+
+def test_missing_column_names_the_file_and_fix(tmp_path):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    result = _cli("generate", "--out", str(tmp_path / "run"), "--set", f"data.source={data}")
+    assert result.returncode == 2
+    assert str(data) in result.stderr and "problem" in result.stderr and "data.columns" in result.stderr
