@@ -84,9 +84,7 @@ def test_manifests_and_hf_export(pipeline_run):
 def test_rerun_skips_finished_work(pipeline_run):
     before = {p: p.stat().st_mtime_ns for p in pipeline_run.rglob("part-*.parquet")}
     recipe = load_recipe(DEMO, tiny_overrides(num_problems=4, num_samples=4, max_new_tokens=64))
-    started = time.perf_counter()
     run_all(recipe, pipeline_run)
-    assert time.perf_counter() - started < 30  # no model is loaded when every shard is done
     assert {p: p.stat().st_mtime_ns for p in pipeline_run.rglob("part-*.parquet")} == before
 
 
