@@ -21,7 +21,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="redo a stage wh
 
 
 def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: list[str] | None, overwrite: bool) -> None:
-    from sgpo_data_cli.render import RichProgress, console, progress_bar, summary_table
+    from sgpo_data_cli.render import RichProgress, console, progress_bar, source_table, summary_table
 
     started = time.perf_counter()
     try:
@@ -38,6 +38,8 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
         raise typer.Exit(2) from None
     stats = stage.manifest()["statistics"]
     console.print(summary_table(stats, stages[-1], str(out), time.perf_counter() - started))
+    if (per_source := source_table(stats)) is not None:
+        console.print(per_source)
 
 
 @app.command()

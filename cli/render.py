@@ -60,3 +60,19 @@ def summary_table(stats: dict, stage: str, run: str, wall_s: float) -> Table:
             table.add_row(label, f"{value:.3f}" if key == "mean_reward" and value is not None else _fmt(value))
     table.add_row("wall time", f"{wall_s:.1f} s")
     return table
+
+
+def source_table(stats: dict) -> Table | None:
+    """The group counts per data source, when the run has them."""
+    by_source = stats.get("by_source")
+    if not by_source:
+        return None
+    table = Table(title="per data source")
+    columns = [("source", None), ("prompts", "prompts"), ("accuracy", "accuracy"),
+               ("all-negative", "all_negative_groups"), ("zero-std GRPO", "zero_std_groups_grpo"),
+               ("zero-std SGPO", "zero_std_groups_sgpo")]
+    for label, _ in columns:
+        table.add_column(label, justify="left" if label == "source" else "right")
+    for source, row in by_source.items():
+        table.add_row(source, *(_fmt(row.get(key)) for _, key in columns[1:]))
+    return table

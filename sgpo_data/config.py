@@ -82,13 +82,33 @@ class JudgeConfig(_Strict):
 
 
 class ScoreConfig(_Strict):
-    reward_map: Literal["sigmoid", "linear"] = "sigmoid"
+    reward_map: Literal["sigmoid", "linear", "step"] = Field(
+        "sigmoid", description="partial credit of a judged wrong response: sigmoid(beta*(rts-gamma)), alpha*rts, "
+        "or a fixed step_credit (an ablation that ignores where the error is)"
+    )
     beta: float = Field(5.0, gt=0, description="sigmoid slope")
     gamma: float = Field(0.5, ge=0.0, le=1.0, description="sigmoid midpoint in RTS")
     alpha: float = Field(0.5, gt=0.0, lt=1.0, description="slope of the linear map r = alpha * rts")
-    no_error_rule: Literal["last_step"] = Field("last_step", description="wrong answer but judge saw no error: the final step is the error")
-    scope: Literal["all_wrong", "all_negative_groups"] = "all_wrong"
-    eps: float = Field(1e-4, gt=0, description="added to the group std (TRL's GRPO convention)")
+    step_credit: float = Field(0.5, gt=0.0, lt=1.0, description="the credit of the 'step' map")
+    rts: Literal["steps", "chars", "tokens"] = Field(
+        "steps", description="what RTS counts before the first error: steps (k/K), characters, or policy tokens"
+    )
+    tokenizer: str | None = Field(None, description="tokenizer for rts=tokens; None: the generate.model's")
+    no_error_rule: Literal["last_step", "all_steps", "no_credit"] = Field(
+        "last_step", description="wrong answer but the judge saw no error: the final step is the error (k=K-1), "
+        "every step counts as right (k=K), or no partial credit at all"
+    )
+    scope: Literal["all_wrong", "all_negative_groups"] = Field(
+        "all_wrong", description="partial credit for every wrong response, or only inside all-negative groups"
+    )
+    advantage: Literal["group", "batch", "none", "rloo"] = Field(
+        "group", description="group std scaling (GRPO, TRL's default), batch std scaling, none (Dr. GRPO), "
+        "or the leave-one-out mean baseline (RLOO)"
+    )
+    eps: float = Field(1e-4, gt=0, description="added to the std (TRL's GRPO convention)")
+    std_floor: float = Field(
+        1e-3, ge=0, description="the std is at least this, so near-equal float rewards cannot blow advantages up"
+    )
 
 
 class ExportConfig(_Strict):

@@ -139,13 +139,18 @@ def test_score_stats_hand_computed():
     rows = [("a", True, 2, None, "skipped_correct"), ("a", False, 4, 1, "ok"),
             ("b", None, 2, None, "parse_error"), ("b", False, 2, None, "parse_error"), ("c", False, 4, 0, "ok")]
     stats = score_stats(score_table(make_table(rows), ScoreConfig()))
+    distributions = stats.pop("distributions")
     assert stats == {
         "prompts": 3, "responses": 5, "graded": 4, "accuracy": 0.25, "accuracy_all": 0.2,
         "all_negative_groups": 2, "zero_std_groups_grpo": pytest.approx(2 / 3),
-        "zero_std_groups_sgpo": pytest.approx(2 / 3), "judged": 2, "judge_parse_errors": 2,
+        "zero_std_groups_sgpo": pytest.approx(2 / 3), "judged": 2, "judge_parse_errors": 2, "judge_errors": 0,
+        "judge_failed_outcome_reward": 2, "no_error_found": 0,
         "mean_reward": pytest.approx((1 + sig(.25) + sig(0)) / 5, rel=1e-6), "mean_rts": pytest.approx(0.125),
     }
     assert all(isinstance(v, (int, float)) for v in stats.values())
+    assert distributions["rts"]["counts"] == [1, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # rts 0 and 0.25
+    assert distributions["first_error_relative"]["n"] == 2
+    assert distributions["reward"]["n"] == 5 and sum(distributions["reward"]["counts"]) == 5
 
 
 def test_group_advantages_options():

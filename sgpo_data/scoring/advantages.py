@@ -1,7 +1,8 @@
 """Group-relative advantages, vectorised over rows in any order (groups need not be contiguous).
 
-`(r - mean_group) / (std_group + eps)` with the unbiased std (ddof=1) and eps 1e-4: TRL's GRPO formula.
-A group of one response has no baseline and an undefined unbiased std; its advantage is 0 by convention.
+The default, `(r - mean_group) / (std_group + eps)` with the unbiased std (ddof=1) and eps 1e-4, is TRL's
+GRPO formula. A group of one response has no baseline and an undefined unbiased std; its advantage is 0 by
+convention, under every estimator.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 
 from sgpo_data.errors import SgpoError
 
-SCALES = ("group", "batch", "none")
+SCALES = ("group", "batch", "none", "rloo")
 
 
 def group_moments(values: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -31,9 +32,15 @@ def group_moments(values: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray
     return inverse, counts, mean, std
 
 
-def group_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-4, scale: str = "group") -> np.ndarray:
-    """float32 advantages. scale: 'group' divides by the group's std + eps (GRPO, TRL's default);
-    'batch' by the std of all rewards + eps (TRL's scale_rewards='batch'); 'none' keeps r - mean (Dr. GRPO)."""
+def group_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-4, scale: str = "group",
+                     std_floor: float = 0.0) -> np.ndarray:
+    """float32 advantages, one estimator per `scale`:
+
+    - 'group': (r - group mean) / (max(group std, std_floor) + eps), GRPO as TRL computes it;
+    - 'batch': the same with the std of all rewards (TRL's scale_rewards='batch');
+    - 'none': r - group mean (Dr. GRPO);
+    - 'rloo': r - mean of the *other* responses of the group = G/(G-1) * (r - group mean) (RLOO).
+    """
     if scale not in SCALES:
         raise SgpoError(f"unknown advantage scale {scale!r}; valid names: {', '.join(SCALES)}")
     rewards = np.asarray(rewards, dtype=np.float64)
@@ -44,7 +51,10 @@ def group_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e
     inverse, counts, mean, std = group_moments(rewards, group_ids)
     adv = rewards - mean[inverse]  # exactly 0 in a group of one
     if scale == "group":
-        adv = adv / (std[inverse] + eps)
+        adv = adv / (np.maximum(std[inverse], std_floor) + eps)
     elif scale == "batch":
-        adv = adv / ((rewards.std(ddof=1) if rewards.size > 1 else 0.0) + eps)
+        adv = adv / (max(rewards.std(ddof=1) if rewards.size > 1 else 0.0, std_floor) + eps)
+    elif scale == "rloo":
+        size = counts[inverse]
+        adv = adv * size / np.maximum(size - 1, 1)
     return adv.astype(np.float32)

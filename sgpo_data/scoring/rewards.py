@@ -36,6 +36,11 @@ def linear(rts: np.ndarray, alpha: float) -> np.ndarray:
     return np.minimum(alpha * np.asarray(rts, dtype=np.float64), _HI)
 
 
+def step(rts: np.ndarray, credit: float) -> np.ndarray:
+    """A fixed credit for every judged wrong response, wherever its first error is (an ablation)."""
+    return np.full(np.shape(rts), credit, dtype=np.float64)
+
+
 @REWARD_MAPS.register("sigmoid")
 def _sigmoid_map(cfg: ScoreConfig) -> RewardFn:
     return lambda rts: sigmoid(rts, cfg.beta, cfg.gamma)
@@ -46,18 +51,33 @@ def _linear_map(cfg: ScoreConfig) -> RewardFn:
     return lambda rts: linear(rts, cfg.alpha)
 
 
-def compute_rts(
-    first_error_step: np.ndarray, num_steps: np.ndarray, is_correct: np.ndarray, judged_ok: np.ndarray
-) -> np.ndarray:
-    """RTS = k / K for each judged wrong response whose first error is step k (0-based) of K steps.
+@REWARD_MAPS.register("step")
+def _step_map(cfg: ScoreConfig) -> RewardFn:
+    return lambda rts: step(rts, cfg.step_credit)
 
-    k == -1 (the judge found no error, yet the answer is wrong) means the error is the final answer:
-    k = K - 1 (rule 'last_step'). Returns float64 with NaN where RTS does not apply (correct or not
-    judged rows); there `first_error_step` may hold anything. The caller checks -1 <= k < K beforehand.
+
+def compute_rts(first_error_step: np.ndarray, weights: np.ndarray, offsets: np.ndarray, applies: np.ndarray,
+                no_error_rule: str = "last_step") -> np.ndarray:
+    """RTS: the share of the response that is right before its first error.
+
+    Row i has steps `offsets[i]:offsets[i+1]` of the flat `weights` (1 per step for plain k/K; characters or
+    tokens for the weighted variants). A first error at step k gives `sum(w[:k]) / sum(w)`. k == -1 (the
+    judge found no error, yet the answer is wrong) becomes k = K-1 ('last_step') or k = K ('all_steps');
+    'no_credit' leaves RTS undefined there. A response with zero total weight has RTS 0. Returns float64 with
+    NaN where RTS does not apply (`applies` False). The caller checks -1 <= k < K beforehand.
     """
-    k = np.asarray(first_error_step, dtype=np.float64)
-    n = np.asarray(num_steps, dtype=np.float64)
-    applies = np.asarray(judged_ok, dtype=bool) & ~np.asarray(is_correct, dtype=bool)
-    k = np.where(k == -1, n - 1, k)
+    k = np.asarray(first_error_step, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    num_steps = np.diff(offsets)
+    applies = np.asarray(applies, dtype=bool).copy()
+    no_error = k == -1
+    if no_error_rule == "no_credit":
+        applies &= ~no_error
+    k = np.where(no_error, num_steps - (1 if no_error_rule == "last_step" else 0), k)
+    k = np.clip(np.where(applies, k, 0), 0, num_steps)
+    cum = np.concatenate([[0.0], np.cumsum(np.asarray(weights, dtype=np.float64))])
+    before = cum[offsets[:-1] + k] - cum[offsets[:-1]]
+    total = cum[offsets[1:]] - cum[offsets[:-1]]
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(applies, k / n, np.nan)
+        rts = np.where(total > 0, before / total, 0.0)
+    return np.where(applies, rts, np.nan)

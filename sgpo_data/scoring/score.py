@@ -45,8 +45,30 @@ def _require_finite(table: pa.Table, name: str, values: np.ndarray, where: np.nd
                         f"and {bad.size - 1} more row(s); check the reward map settings and the judged input")
 
 
-def score_table(table: pa.Table, cfg: ScoreConfig) -> pa.Table:
-    """Add rts, reward, reward_outcome, advantage, advantage_grpo and group_all_negative (SCORE_FIELDS)."""
+def step_weights(steps: pa.ChunkedArray, variant: str, tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
+    """Flat per-step weights and list offsets of the `steps` column: 1 per step, characters, or tokens."""
+    steps = steps.combine_chunks() if isinstance(steps, pa.ChunkedArray) else steps
+    steps = pc.fill_null(steps, pa.scalar([], steps.type))
+    offsets = steps.offsets.to_numpy() - steps.offsets[0].as_py()
+    flat = steps.flatten()
+    if variant == "steps":
+        weights = np.ones(len(flat))
+    elif variant == "chars":
+        weights = pc.utf8_length(flat).to_numpy(zero_copy_only=False).astype(np.float64)
+    elif variant == "tokens":
+        if tokenizer is None:
+            raise SgpoError("score.rts=tokens needs a tokenizer; set score.tokenizer or generate.model")
+        ids = tokenizer(flat.to_pylist(), add_special_tokens=False)["input_ids"] if len(flat) else []
+        weights = np.array([len(x) for x in ids], dtype=np.float64)
+    else:
+        raise SgpoError(f"unknown rts variant {variant!r}; valid names: steps, chars, tokens")
+    return weights, offsets
+
+
+def score_table(table: pa.Table, cfg: ScoreConfig, tokenizer=None) -> pa.Table:
+    """Add rts, reward, reward_outcome, advantage, advantage_grpo and group_all_negative (SCORE_FIELDS).
+
+    `tokenizer` (a transformers tokenizer) is needed only for `cfg.rts == "tokens"`."""
     require_columns(table, NEEDED, "score", "score needs the judge stage's output (steps, first_error_step, judge_status)")
     groups = _group_codes(table)
     correct = _bools(table["is_correct"])
@@ -62,7 +84,9 @@ def score_table(table: pa.Table, cfg: ScoreConfig) -> pa.Table:
         raise SgpoError(f"score: first_error_step {k[i]} is outside -1..{n_steps[i] - 1} (the response has "
                         f"{n_steps[i]} steps) at {_row(table, i)}; re-run the judge on this row")
 
-    rts = compute_rts(k, n_steps, correct, judged)
+    weights, offsets = step_weights(table["steps"], cfg.rts, tokenizer)
+    rts = compute_rts(k, weights, offsets, wrong_judged, cfg.no_error_rule)
+    wrong_judged &= ~np.isnan(rts)  # no_error_rule='no_credit' takes these rows out of partial credit
     _require_finite(table, "rts", rts, wrong_judged)
 
     outcome = correct.astype(np.float64)
@@ -76,8 +100,8 @@ def score_table(table: pa.Table, cfg: ScoreConfig) -> pa.Table:
         "rts": rts,
         "reward": reward,
         "reward_outcome": outcome,
-        "advantage": group_advantages(reward, groups, cfg.eps),
-        "advantage_grpo": group_advantages(outcome, groups, cfg.eps),
+        "advantage": group_advantages(reward, groups, cfg.eps, cfg.advantage, cfg.std_floor),
+        "advantage_grpo": group_advantages(outcome, groups, cfg.eps, cfg.advantage, cfg.std_floor),
         "group_all_negative": all_negative,
     }
     # Re-scoring (e.g. with another reward map) replaces the previous score columns.
@@ -92,10 +116,17 @@ def _share(count: float, total: int) -> float | None:
     return float(count) / total if total else None
 
 
-def score_stats(table: pa.Table) -> dict:
-    """Counters for the manifest and the dataset card; plain ints/floats (None where undefined)."""
-    require_columns(table, ["prompt_id", "is_correct", "judge_status", *[f.name for f in SCORE_FIELDS]],
-                    "score_stats", "pass the output of score_table")
+HIST_BINS = np.linspace(0.0, 1.0, 11)
+
+
+def _histogram(values: np.ndarray) -> dict:
+    values = values[np.isfinite(values)]
+    counts, _ = np.histogram(values, bins=HIST_BINS)
+    return {"bins": HIST_BINS.round(2).tolist(), "counts": counts.tolist(), "n": int(values.size),
+            "mean": float(values.mean()) if values.size else None}
+
+
+def _group_stats(table: pa.Table) -> dict:
     groups = _group_codes(table)
     n = table.num_rows
     correct = int(_bools(table["is_correct"]).sum())
@@ -106,7 +137,6 @@ def score_stats(table: pa.Table) -> dict:
         ngroups = len(counts)
         zero_std[f"zero_std_groups_{name}"] = _share((std == 0).sum(), ngroups)  # a group of one counts
     first_of_group = np.unique(groups, return_index=True)[1]
-    rts_mean = pc.mean(table["rts"]).as_py()
     reward_mean = pc.mean(table["reward"]).as_py()
     return {
         "prompts": ngroups,
@@ -116,8 +146,44 @@ def score_stats(table: pa.Table) -> dict:
         "accuracy_all": _share(correct, n),
         "all_negative_groups": int(_bools(table["group_all_negative"])[first_of_group].sum()),
         **zero_std,
-        "judged": int(pc.sum(pc.equal(table["judge_status"], JudgeStatus.OK)).as_py() or 0),
-        "judge_parse_errors": int(pc.sum(pc.equal(table["judge_status"], JudgeStatus.PARSE_ERROR)).as_py() or 0),
         "mean_reward": None if reward_mean is None else float(reward_mean),
-        "mean_rts": None if rts_mean is None else float(rts_mean),
     }
+
+
+def score_stats(table: pa.Table) -> dict:
+    """Counters for the manifest, the summary and the dataset card; plain ints/floats (None where undefined).
+
+    Beside the group counts: how judging went, histograms (10 bins over [0, 1]) of RTS, of the first error's
+    position relative to the number of steps (k/K, for judged wrong responses where the judge found an
+    error) and of rewards, and the group counts per `data_source`."""
+    require_columns(table, ["prompt_id", "is_correct", "judge_status", "steps", "first_error_step",
+                            *[f.name for f in SCORE_FIELDS]], "score_stats", "pass the output of score_table")
+    status = table["judge_status"]
+    wrong = ~_bools(table["is_correct"])
+    judged_ok = _bools(pc.equal(status, JudgeStatus.OK))
+    failed = _bools(pc.is_in(status, pa.array([JudgeStatus.PARSE_ERROR, JudgeStatus.ERROR])))
+    k = pc.fill_null(table["first_error_step"], -2).to_numpy(zero_copy_only=False).astype(np.float64)
+    n_steps = pc.list_value_length(table["steps"]).to_numpy(zero_copy_only=False).astype(np.float64)
+    found = judged_ok & wrong & (k >= 0)
+    rts_mean = pc.mean(table["rts"]).as_py()
+    stats = {
+        **_group_stats(table),
+        "judged": int(judged_ok.sum()),
+        "judge_parse_errors": int(_bools(pc.equal(status, JudgeStatus.PARSE_ERROR)).sum()),
+        "judge_errors": int(_bools(pc.equal(status, JudgeStatus.ERROR)).sum()),
+        "judge_failed_outcome_reward": int((failed & wrong).sum()),  # wrong rows left at the plain reward 0
+        "no_error_found": int((judged_ok & wrong & (k == -1)).sum()),
+        "mean_rts": None if rts_mean is None else float(rts_mean),
+        "distributions": {
+            "rts": _histogram(table["rts"].to_numpy(zero_copy_only=False).astype(np.float64)),
+            "first_error_relative": _histogram(np.where(found, k / np.maximum(n_steps, 1), np.nan)),
+            "reward": _histogram(table["reward"].to_numpy(zero_copy_only=False).astype(np.float64)),
+        },
+    }
+    if "data_source" in table.column_names:
+        sources = pc.fill_null(table["data_source"], "unknown")
+        stats["by_source"] = {
+            source: _group_stats(table.filter(pc.equal(sources, source)))
+            for source in sorted(pc.unique(sources).to_pylist())
+        }
+    return stats
