@@ -79,5 +79,37 @@ def run(
     _execute(list(STAGE_ORDER), recipe, out, set, overwrite)
 
 
+@app.command()
+def simulate(
+    out: OutOpt,
+    init_success: Annotated[Optional[list[float]], typer.Option(help="initial success rates (repeatable)")] = None,
+    group_size: Annotated[Optional[list[int]], typer.Option(help="group sizes G (repeatable)")] = None,
+    iterations: Annotated[int, typer.Option(help="policy-gradient iterations")] = 300,
+    lr: Annotated[float, typer.Option(help="learning rate")] = 0.25,
+    target: Annotated[float, typer.Option(help="success rate whose first crossing is counted")] = 0.8,
+    set: SetOpt = None,
+) -> None:
+    """GRPO vs SGPO in the two-step reasoning model: exact and Monte-Carlo dynamics, CSV + PNG.
+
+    The SGPO reward map comes from the recipe's score section (e.g. --set score.reward_map=linear)."""
+    from sgpo_data.scoring.rewards import REWARD_MAPS
+    from sgpo_data.simulate import format_summary, run_simulation
+    from sgpo_data_cli.render import console
+
+    started = time.perf_counter()
+    try:
+        score = load_recipe(None, set or []).score
+        kwargs = {"init_success": tuple(init_success)} if init_success else {}
+        if group_size:
+            kwargs["group_sizes"] = tuple(group_size)
+        rows = run_simulation(out, iterations=iterations, lr=lr, target=target,
+                              reward_map=REWARD_MAPS.get(score.reward_map, cfg=score), **kwargs)
+    except SgpoError as exc:
+        console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
+        raise typer.Exit(2) from None
+    print(format_summary(rows))
+    print(f"wrote {out / 'dynamics.csv'} and {out / 'dynamics.png'} in {time.perf_counter() - started:.1f} s")
+
+
 def main() -> None:
     app()

@@ -50,6 +50,16 @@ SUMMARY_ROWS = [
 ]
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+DISTRIBUTIONS = [("RTS, 10 bins over [0, 1]", "rts"), ("first error / steps", "first_error_relative"),
+                 ("reward, 10 bins over [0, 1]", "reward")]
+
+
+def sparkline(counts: list[int]) -> str:
+    top = max(counts) or 1
+    return "".join(" " if c == 0 else SPARKS[min(len(SPARKS) - 1, c * len(SPARKS) // (top + 1))] for c in counts)
+
+
 def summary_table(stats: dict, stage: str, run: str, wall_s: float) -> Table:
     table = Table(title=f"sgpo-data {stage} → {run}")
     table.add_column("")
@@ -58,6 +68,10 @@ def summary_table(stats: dict, stage: str, run: str, wall_s: float) -> Table:
         if key in stats:
             value = stats[key]
             table.add_row(label, f"{value:.3f}" if key == "mean_reward" and value is not None else _fmt(value))
+    for label, key in DISTRIBUTIONS:
+        hist = stats.get("distributions", {}).get(key)
+        if hist and hist["n"]:
+            table.add_row(label, f"{sparkline(hist['counts'])} mean {hist['mean']:.2f}")
     table.add_row("wall time", f"{wall_s:.1f} s")
     return table
 

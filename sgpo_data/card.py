@@ -1,0 +1,131 @@
+"""The Hugging Face dataset card of an exported SGPO run, rendered from `data_cards/sgpo_dataset_card.md.j2`.
+
+The YAML front matter is built here as a dict and dumped with PyYAML (never templated by hand), so it is
+always valid YAML; the Markdown body is the template's. Every number comes from the run's manifests through
+the formatting helpers of `sgpo_data.report`. The rendered card is scanned for token-shaped strings and
+refused if one is found: a card is public.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from sgpo_data.errors import SgpoError
+from sgpo_data.report import (
+    PLOTS,
+    SOURCE_COLUMNS,
+    check_no_secrets,
+    config_summary,
+    read_manifests,
+    read_scored,
+    reward_formula,
+    source_rows,
+    stat_rows,
+)
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "data_cards" / "sgpo_dataset_card.md.j2"
+TASK_CATEGORIES = ["reinforcement-learning", "text-generation"]  # both valid Hub task ids
+TAGS = ["sgpo", "grpo", "reasoning", "math", "process-supervision"]
+_SIZE_BUCKETS = [  # the Hub's size_categories, by upper bound
+    (10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"), (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"), (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
+]
+VIEW_DOCS = {
+    "flat": "every contract column, one row per rollout",
+    "grouped": "one row per prompt; responses, rewards and advantages as lists",
+    "trl": "prompt / completion / advantage / reward, for a policy-gradient trainer (TRL)",
+    "verl": "data_source, prompt (chat messages), ability, reward_model, extra_info with the SGPO fields (verl)",
+    "stepwise": "TRL stepwise supervision: prompt, completions (the steps), labels (true before the first "
+                "error): process-reward-model data labelled by the judge",
+}
+_FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
+
+
+def size_category(num_rows: int) -> str:
+    return next((name for bound, name in _SIZE_BUCKETS if num_rows < bound), "n>1T")
+
+
+def _configs(views: dict[str, list[str]]) -> list[dict]:
+    if not views:
+        raise SgpoError("render_card needs at least one exported view (e.g. {'flat': ['train', 'test']})")
+    configs = []
+    for view, splits in views.items():
+        if not splits or "/" in view:
+            raise SgpoError(f"render_card: view {view!r} needs a plain name and at least one split, got {splits!r}")
+        files = [{"split": s, "path": f"{view}/{s}-*.parquet"} for s in splits]
+        configs.append({"config_name": view, "data_files": files})
+    return configs
+
+
+def _yaml_block(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False).rstrip()
+
+
+def render_card(
+    run: str | Path,
+    views: dict[str, list[str]],
+    plots: dict[str, str] | None = None,
+    repo_id: str | None = None,
+    license: str = "apache-2.0",
+    num_rows: int | None = None,
+) -> str:
+    """The README.md of the dataset: Hub YAML metadata, then the Markdown description of the run.
+
+    `views` maps each exported view to its splits (`{view}/{split}-*.parquet` in the repo); `plots` maps a
+    plot's stem (see `report.PLOTS`) to its path relative to the card; `num_rows` (default: the run's
+    scored rollouts) picks the size category. Raises SgpoError when the run is incomplete or the card would
+    contain a token-shaped string."""
+    import jinja2
+
+    manifests = read_manifests(run)
+    stats = manifests["score"]["statistics"]
+    rows = manifests["score"]["rows"] if num_rows is None else num_rows
+    front = {
+        "license": license,
+        "pretty_name": repo_id.split("/")[-1] if repo_id else "SGPO dataset",
+        "task_categories": TASK_CATEGORIES,
+        "tags": TAGS,
+        "size_categories": [size_category(rows)],
+        "configs": _configs(views),
+    }
+    table = read_scored(run, ["policy_model", "judge_model"])
+    data = manifests["generate"]["config"].get("data", {})
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # Markdown, not HTML
+    )
+    env.filters["cell"] = lambda value: str(value).replace("|", "\\|")
+    text = env.get_template(TEMPLATE.name).render(
+        front_matter=_yaml_block(front),
+        title=repo_id or "SGPO dataset",
+        repo_id=repo_id,
+        views={view: (splits, VIEW_DOCS.get(view, "")) for view, splits in views.items()},
+        first_view=next(iter(views)),
+        rows=rows,
+        summary=config_summary(manifests, table),
+        stage_configs={s: _yaml_block(m["config"]) for s, m in manifests.items()},
+        reward_formula=reward_formula(manifests["score"]["config"].get("score", {})),
+        stats=stat_rows(stats),
+        source_header=SOURCE_COLUMNS,
+        sources=source_rows(stats),
+        zero_std={k: stats.get(f"zero_std_groups_{k}") for k in ("grpo", "sgpo")},
+        plots=[(PLOTS.get(stem, stem), path) for stem, path in (plots or {}).items()],
+        synthetic=data.get("source") == "arithmetic",
+        version=manifests["score"].get("sgpo_data_version"),
+    )
+    check_no_secrets(text, "dataset card")
+    return text
+
+
+def card_metadata(card_text: str) -> dict:
+    """The card's YAML front matter, parsed back."""
+    match = _FRONT_MATTER.match(card_text)
+    if match is None:
+        raise SgpoError("dataset card: no YAML front matter (a '---' block at the very top)")
+    return yaml.safe_load(match.group(1))
