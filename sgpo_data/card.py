@@ -8,6 +8,7 @@ refused if one is found: a card is public.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from sgpo_data.report import (
     stat_rows,
 )
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "data_cards" / "sgpo_dataset_card.md.j2"
+TEMPLATE = Path(importlib.util.find_spec("sgpo_data_cards").submodule_search_locations[0]) / "sgpo_dataset_card.md.j2"
 TASK_CATEGORIES = ["reinforcement-learning", "text-generation"]  # both valid Hub task ids
 TAGS = ["sgpo", "grpo", "reasoning", "math", "process-supervision"]
 _SIZE_BUCKETS = [  # the Hub's size_categories, by upper bound

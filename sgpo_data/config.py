@@ -112,7 +112,66 @@ class ScoreConfig(_Strict):
 
 
 class ExportConfig(_Strict):
-    formats: list[Literal["parquet", "hf"]] = ["parquet", "hf"]
+    formats: list[Literal["parquet", "hf"]] = Field(
+        ["parquet", "hf"], description="Parquet files per view and split, and/or a DatasetDict per view saved to disk"
+    )
+    views: list[Literal["flat", "grouped", "trl", "verl", "stepwise"]] = Field(
+        ["flat", "grouped", "trl", "verl", "stepwise"],
+        description="flat: every column; grouped: one row per prompt; trl: prompt/completion/advantage; "
+        "verl: verl's RL parquet; stepwise: TRL stepwise supervision (PRM data from the judge)",
+    )
+    conversational: bool = Field(True, description="trl view: chat messages (True) or plain text prompt/completion")
+    test_size: float = Field(0.0, ge=0.0, lt=1.0, description="share of prompts in the test split (0: train only)")
+    split_seed: int = 0
+    drop_zero_advantage_groups: bool = Field(False, description="drop groups whose SGPO advantages are all zero")
+    only_all_negative: bool = Field(False, description="keep only groups where no response is correct")
+    min_response_tokens: int | None = Field(None, ge=0)
+    max_response_tokens: int | None = Field(None, ge=1)
+    dedupe_within_group: bool = Field(False, description="keep the first of identical responses to one prompt")
+    card: bool = Field(True, description="write README.md (dataset card) and plots")
+    license: str = Field("apache-2.0", description="license in the dataset card's metadata")
+
+
+class EvalConfig(_Strict):
+    num_problems: int = Field(0, ge=0, description="held-out embedded arithmetic problems; 0: no evaluation")
+    seed: int = Field(12345, description="generator seed of the held-out problems (keep it apart from the data's)")
+    min_steps: int = Field(2, ge=1)
+    max_steps: int = Field(4, ge=1)
+    every: int = Field(0, ge=0, description="evaluate every N optimizer steps (0: only before and after training)")
+    samples: int = Field(1, ge=1, description="k of pass@k; 1 with temperature 0 is greedy accuracy")
+    temperature: float = Field(0.0, ge=0.0)
+    max_new_tokens: int = Field(256, ge=1)
+
+
+class TrainConfig(_Strict):
+    data: str | None = Field(None, description="a run folder, Parquet file(s) (comma-separated or a glob) or a Hub dataset id")
+    hub_config: str | None = Field(None, description="config (view) of a Hub dataset, e.g. trl")
+    model: str | None = Field(None, description="Hub id, local folder or .gguf file; None: the shipped SmolLM2")
+    advantage: Literal["sgpo", "grpo"] = Field("sgpo", description="train on `advantage` (SGPO) or `advantage_grpo`")
+    temperature: float | None = Field(None, gt=0, description="sampling temperature of the data; None: from the run's manifest, else 1")
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1, description="sequences per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-5, gt=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    clip_eps_low: float = Field(0.2, gt=0, lt=1, description="PPO clip: ratio kept in [1 - low, 1 + high]")
+    clip_eps_high: float = Field(0.2, gt=0)
+    kl_coef: float = Field(0.0, ge=0, description="weight of the k3 KL to the initial policy; 0: no reference pass")
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "dr_grpo"] = "token_mean"
+    max_length: int = Field(1024, ge=8, description="prompt + response tokens")
+    overlong: Literal["skip", "truncate"] = Field("skip", description="what to do with a longer sequence (counted)")
+    skip_zero_advantage: bool = Field(True, description="drop rows with zero advantage before any forward pass")
+    lora: bool = Field(False, description="train a LoRA adapter through peft instead of every weight")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_target_modules: list[str] | str = "all-linear"
+    gradient_checkpointing: bool = False
+    save_every: int = Field(0, ge=0, description="checkpoint every N optimizer steps (0: only at the end)")
+    seed: int = 0
+    eval: EvalConfig = EvalConfig()
 
 
 class Recipe(_Strict):
@@ -122,6 +181,7 @@ class Recipe(_Strict):
     judge: JudgeConfig = JudgeConfig()
     score: ScoreConfig = ScoreConfig()
     export: ExportConfig = ExportConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:

@@ -176,7 +176,7 @@ def make_plots(table: pa.Table, stats: dict, out_dir: str | Path) -> dict[str, P
     figures = {}
 
     fig, ax = _figure("SGPO reward by outcome", "reward", "responses")
-    ax.hist([reward[~correct], reward[correct]], bins=np.linspace(0, 1, 21),
+    ax.hist([reward[~correct], reward[correct]], bins=np.linspace(0, 1, 21), stacked=True,
             label=[f"wrong (n={int((~correct).sum())})", f"correct (n={int(correct.sum())})"])
     ax.legend()
     figures["reward_distribution"] = fig
@@ -197,7 +197,7 @@ def make_plots(table: pa.Table, stats: dict, out_dir: str | Path) -> dict[str, P
     for offset, name in ((-0.2, "grpo"), (0.2, "sgpo")):
         bars = ax.bar(x + offset, [g.get(f"zero_std_groups_{name}") or 0 for g in groups.values()], 0.4,
                       label=name.upper())
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set(xticks=x, xticklabels=list(groups), ylim=(0, 1.15))
     ax.legend()
     figures["zero_std_groups"] = fig

@@ -28,3 +28,15 @@ def smollm2():
     from sgpo_data.backends import get_backend
 
     return get_backend("transformers")
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """One real-model run through every stage: 4 prompts x 4 samples, short outputs."""
+    from sgpo_data.stages import run_all
+
+    out = tmp_path_factory.mktemp("run")
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml",
+                         tiny_overrides(num_problems=4, num_samples=4, max_new_tokens=64))
+    run_all(recipe, out)
+    return out

@@ -10,3 +10,23 @@ def tiny_overrides(num_problems: int = 3, num_samples: int = 2, max_new_tokens: 
         f"generate.sampling.max_new_tokens={max_new_tokens}",
         "generate.prompts_per_shard=1",
     ]
+
+
+def tiny_model(path):
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: fast enough for trainer tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from sgpo_data.backends.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(None)[0])
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -24,15 +24,6 @@ DEMO = REPO / "recipes" / "demo.yaml"
 CLI = [sys.executable, "-m", "sgpo_data_cli"]
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    # 4 prompts x 4 samples: enough wrong answers that the tiny model leaves all-negative groups
-    recipe = load_recipe(DEMO, tiny_overrides(num_problems=4, num_samples=4, max_new_tokens=64))
-    run_all(recipe, out)
-    return out
-
-
 def test_export_has_every_contract_column_and_the_sgpo_invariants(pipeline_run):
     table = pq.read_table(pipeline_run / "export" / "part-00000.parquet")
     assert table.column_names == CONTRACT_COLUMNS
@@ -76,7 +67,7 @@ def test_manifests_and_hf_export(pipeline_run):
         assert manifest["sgpo_data_version"] and manifest["input_fingerprint"] and manifest["config"]
     stats = StageOutput(pipeline_run, "export").manifest()["statistics"]
     assert stats["responses"] == 16 and stats["prompts"] == 4
-    dataset = load_from_disk(str(pipeline_run / "export" / "hf"))
+    dataset = load_from_disk(str(pipeline_run / "export" / "hf" / "flat"))
     assert dataset["train"].num_rows == 16
     assert dataset["train"].column_names == CONTRACT_COLUMNS
 

@@ -79,3 +79,23 @@ def convert_gguf(gguf: Path) -> Path:
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another process finished first
     return target
+
+
+def load_model(spec: str | None, device: str | None = None, dtype: str | None = None):
+    """(model, tokenizer, name, device): bf16 on GPU, fp32 on CPU unless `dtype` says otherwise."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the stage's own progress bar is the one the user watches
+    path, name = resolve_model(spec)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device != "cpu" else torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    except OSError as exc:
+        raise SgpoError(f"could not load model {name!r}: {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, name, device

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 
 from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
-from sgpo_data.backends.models import resolve_model
+from sgpo_data.backends.models import load_model
 from sgpo_data.errors import SgpoError
 
 
@@ -14,28 +14,24 @@ class TransformersBackend(Backend):
     supports_choice = True
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        loaded, tokenizer, name, device = load_model(model, device, dtype)
+        self.attach(loaded.eval(), tokenizer, name, device)
 
-        hf_logging.disable_progress_bar()  # the stage's own progress bar is the one the user watches
-
-        path, self.model_name = resolve_model(model)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device != "cpu" else torch.float32)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
-        except OSError as exc:
-            raise SgpoError(f"could not load model {self.model_name!r}: {str(exc).splitlines()[0]}") from None
+    def attach(self, model, tokenizer, name: str, device: str) -> None:
+        """Use an already loaded model (the trainer evaluates its policy through this)."""
+        self.model, self.tokenizer, self.model_name, self.device = model, tokenizer, name, device
         if not self.tokenizer.chat_template:
             raise SgpoError(f"model {self.model_name!r} has no chat template; use an instruct/chat model")
         self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, name: str, device: str) -> "TransformersBackend":
+        backend = cls.__new__(cls)
+        backend.attach(model, tokenizer, name, device)
+        return backend
 
     def _prompt_text(self, conversation: Conversation) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)

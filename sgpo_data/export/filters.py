@@ -36,11 +36,12 @@ def apply_filters(
       sample_idx; null responses are kept.
     Only enabled filters appear in the counts."""
     if column not in ADVANTAGE_COLUMNS:
-        raise SgpoError(f"export filters: unknown advantage column {column!r}; valid names: {', '.join(ADVANTAGE_COLUMNS)}")
+        raise SgpoError(f"export filters: unknown advantage column {column!r}; "
+                        f"valid names: {', '.join(ADVANTAGE_COLUMNS)}")
     for name, bound in (("min_response_tokens", min_response_tokens), ("max_response_tokens", max_response_tokens)):
         if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int) or bound < 0):
             raise SgpoError(f"export filters: {name}={bound!r} must be a non-negative integer or unset")
-    if min_response_tokens is not None and max_response_tokens is not None and min_response_tokens > max_response_tokens:
+    if None not in (min_response_tokens, max_response_tokens) and min_response_tokens > max_response_tokens:
         raise SgpoError(f"export filters: min_response_tokens={min_response_tokens} is above "
                         f"max_response_tokens={max_response_tokens}; swap or widen the bounds")
 
@@ -62,7 +63,8 @@ def apply_filters(
     if not enabled:
         return table, {}
     needed = sorted({c for cols, _ in enabled.values() for c in cols})
-    require_columns(table, needed, "export filters", "filters read the score stage's output; run `sgpo-data score` first")
+    require_columns(table, needed, "export filters",
+                    "filters read the score stage's output; run `sgpo-data score` first")
 
     masks = pl.from_arrow(table.select(needed)).select(
         **{name: expr.fill_null(False) for name, (_, expr) in enabled.items()})

@@ -14,7 +14,8 @@ from sgpo_data.errors import SgpoError
 def n_test_prompts(test_size: float | int, n_prompts: int) -> int:
     """How many prompts go to test: an int as given, a float as round(test_size * n_prompts)."""
     if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
-        raise SgpoError(f"export split: test_size={test_size!r} must be a share (0 <= float < 1) or a prompt count (int)")
+        raise SgpoError(f"export split: test_size={test_size!r} must be a share (0 <= float < 1) "
+                        "or a prompt count (int)")
     if isinstance(test_size, numbers.Integral):
         if not 0 <= test_size < max(n_prompts, 1):
             raise SgpoError(f"export split: test_size={test_size} prompts must be in 0..{n_prompts - 1} (the run has "

@@ -82,7 +82,7 @@ class View:
         missing = [c for c in self.needs if c not in table.column_names]
         if not missing:
             return
-        by_stage = {s: [c for c in missing if _STAGE_OF.get(c) == s] for s in _STAGE_FIELDS}
+        by_stage = {s: [c for c in missing if _STAGE_OF.get(c, "input") == s] for s in _STAGE_FIELDS}
         parts = [f"the {'input' if s == 'input' else s + ' stage'}'s columns ({', '.join(cols)})"
                  for s, cols in by_stage.items() if cols]
         first = next(s for s, cols in by_stage.items() if cols)

@@ -1,0 +1,1 @@
+"""Dataset-card templates, installed as the `sgpo_data_cards` package so wheels carry them."""

@@ -1,0 +1,67 @@
+"""Publishing an export folder to the Hugging Face Hub as a dataset repository.
+
+Everything is checked before the first request: the repo id, the token (flag, then `HF_TOKEN`, then the
+user's `hf auth login`), the files. The token is passed to `HfApi` only; it is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sgpo_data.errors import SgpoError
+
+UPLOAD_SUFFIXES = (".parquet", ".md", ".yaml", ".png")
+
+
+def resolve_token(token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise SgpoError("no Hugging Face token: set HF_TOKEN, pass --token, or run `hf auth login` before --push-to-hub")
+    return token
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise SgpoError(f"invalid Hub repo id {repo_id!r}: {str(exc).splitlines()[0]} (expected owner/name)") from None
+    if "/" not in repo_id:
+        raise SgpoError(f"invalid Hub repo id {repo_id!r}: expected owner/name, e.g. my-org/{repo_id}")
+
+
+def upload_files(folder: Path) -> list[Path]:
+    """The files of an export folder that belong on the Hub: the card, the recipe, view Parquet, plots."""
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix in UPLOAD_SUFFIXES and "hf" not in p.relative_to(folder).parts[:1]
+        and not p.name.startswith("part-")
+    )
+    if not any(p.name == "README.md" for p in files) or not any(p.suffix == ".parquet" for p in files):
+        raise SgpoError(f"{folder} has no dataset card or no view Parquet files; run `sgpo-data export` first")
+    return files
+
+
+def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True,
+                revision: str | None = None, commit_message: str | None = None, api=None) -> str:
+    """Create the dataset repo (if needed) and upload the export folder in one commit; return the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(folder)
+    check_repo_id(repo_id)
+    token = resolve_token(token)
+    files = upload_files(folder)
+    api = api or HfApi()
+    api.create_repo(repo_id, token=token, private=private, repo_type="dataset", exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, token=token, repo_type="dataset", exist_ok=True)
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
+    info = api.create_commit(
+        repo_id, operations, commit_message=commit_message or "Upload SGPO dataset made with sgpo-data",
+        token=token, repo_type="dataset", revision=revision,
+    )
+    return getattr(info, "commit_url", str(info))

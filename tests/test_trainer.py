@@ -1,0 +1,147 @@
+"""The offline trainer on CPU: a tiny random Llama for the mechanics, the shipped model on pipeline data."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from sgpo_data.config import TrainConfig
+from sgpo_data.errors import SgpoError
+from sgpo_data.train import OfflineTrainer, train
+from sgpo_data.train.data import length_grouped_batches
+from tests.helpers import tiny_model
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def toy_dataset(path, rows):
+    """rows: (prompt text, completion text, advantage) in the `trl` view's conversational format."""
+    table = pa.table({
+        "prompt_id": [f"p{i // 2}" for i in range(len(rows))],
+        "sample_idx": pa.array([i % 2 for i in range(len(rows))], pa.int32()),
+        "prompt": pa.array([[{"role": "user", "content": r[0]}] for r in rows], MESSAGES),
+        "completion": pa.array([[{"role": "assistant", "content": r[1]}] for r in rows], MESSAGES),
+        "advantage": pa.array([r[2] for r in rows], pa.float32()),
+        "advantage_grpo": pa.array([0.0 for _ in rows], pa.float32()),
+    })
+    pq.write_table(table, path)
+    return str(path)
+
+
+def response_logprob(trainer: OfflineTrainer, index: int) -> float:
+    from sgpo_data.train.trainer import collate, token_logprobs
+
+    batch = collate([trainer.examples[index]], trainer.tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        logp, _ = token_logprobs(trainer.accelerator.unwrap_model(trainer.model), batch, 1.0)
+    return float((logp * batch["mask"]).sum())
+
+
+def test_the_better_response_gains_probability(tiny, tmp_path):
+    data = toy_dataset(tmp_path / "toy.parquet", [("What is 2 + 2?", "2 + 2 = 4. The answer is 4.", 1.0),
+                                                   ("What is 2 + 2?", "2 + 2 = 5. The answer is 5.", -1.0)])
+    cfg = TrainConfig(data=data, model=tiny, lr=3e-3, batch_size=2, schedule="constant", clip_eps_high=10.0,
+                      clip_eps_low=0.99)
+    trainer = OfflineTrainer(cfg, tmp_path / "out")
+    good, bad = (0, 1) if trainer.examples[0].advantage > 0 else (1, 0)
+    before = response_logprob(trainer, good), response_logprob(trainer, bad)
+    assert trainer.data.counts["logprobs_from_initial_policy"] == 2  # no behaviour log-probs in this data
+    for _ in range(5):
+        metrics = trainer.train_step([[0, 1]])
+        assert math.isfinite(metrics["loss"])
+    after = response_logprob(trainer, good), response_logprob(trainer, bad)
+    assert after[0] > before[0] + 1.0
+    # shared tokens ("2 + 2 = ", "The answer is") rise with the good response; the gap between them widens
+    assert after[0] - after[1] > before[0] - before[1] + 1.0
+
+
+def test_zero_advantage_rows_alone_in_a_batch_leave_parameters_unchanged(tiny, tmp_path):
+    data = toy_dataset(tmp_path / "zero.parquet", [("Q1", "A1", 0.0), ("Q2", "A2", 0.0)])
+    with pytest.raises(SgpoError, match="no row left to train on .* all-zero advantages teach nothing"):
+        OfflineTrainer(TrainConfig(data=data, model=tiny), tmp_path / "a")
+    trainer = OfflineTrainer(TrainConfig(data=data, model=tiny, lr=1e-2, skip_zero_advantage=False), tmp_path / "b")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_step([[0, 1]])
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_gives_the_same_next_step_loss(tiny, tmp_path):
+    rows = [(f"What is {i} + {i}?", f"The answer is {2 * i + (i % 2)}.", 1.0 if i % 2 == 0 else -1.0) for i in range(8)]
+    data = toy_dataset(tmp_path / "toy.parquet", rows)
+    cfg = TrainConfig(data=data, model=tiny, lr=1e-3, batch_size=2, epochs=2, save_every=1, warmup_steps=1)
+    straight = tmp_path / "straight"
+    train(cfg, straight)
+    losses = [json.loads(line)["loss"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 8
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-000003", resumed / "checkpoint-000003")
+    train(cfg, resumed, resume=True)
+    again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in again] == [4, 5, 6, 7, 8]
+    assert again[0]["loss"] == pytest.approx(losses[3], rel=1e-5, abs=1e-7)
+    assert again[-1]["loss"] == pytest.approx(losses[-1], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_full_and_lora_runs_save_a_model_transformers_loads(tiny, tmp_path, lora):
+    from transformers import AutoModelForCausalLM
+
+    data = toy_dataset(tmp_path / "toy.parquet", [("Q", "good", 1.0), ("Q", "bad", -1.0)])
+    summary = train(TrainConfig(data=data, model=tiny, lora=lora, lora_r=4, lr=1e-3, batch_size=2, kl_coef=0.1,
+                                loss_agg="seq_mean_token_mean", gradient_checkpointing=lora), tmp_path / "out")
+    reloaded = AutoModelForCausalLM.from_pretrained(summary["final_model"])
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny).parameters())
+    assert (tmp_path / "out" / "adapter").is_dir() == lora
+
+
+def test_pipeline_data_on_the_shipped_model_gives_finite_losses(pipeline_run, tmp_path):
+    cfg = TrainConfig(data=str(pipeline_run), batch_size=4, lr=1e-6, lora=True, lora_r=4, loss_agg="dr_grpo",
+                      eval={"num_problems": 2, "max_new_tokens": 16})
+    trainer = OfflineTrainer(cfg, tmp_path)
+    assert trainer.data.counts["logprobs_from_data"] == len(trainer.examples)  # exact tokens + behaviour log-probs
+    assert trainer.temperature == 0.8  # read from the run's generate manifest
+    first = next(iter(trainer.schedule()))[1]
+    metrics = trainer.train_step(first)
+    assert math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=2e-3)  # the data's log-probs are the policy's own
+    assert 0 <= metrics["padding_fraction"] < 1
+
+
+def test_length_grouped_batches_are_deterministic_and_cover_everything():
+    from sgpo_data.train.data import Example
+
+    examples = [Example([1] * (i % 7 + 1), [2] * (i % 5 + 1), 1.0, None) for i in range(50)]
+    a = length_grouped_batches(examples, 4, seed=3)
+    assert a == length_grouped_batches(examples, 4, seed=3) != length_grouped_batches(examples, 4, seed=4)
+    assert sorted(i for b in a for i in b) == list(range(50))
+
+
+def test_bad_training_data(tiny, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"prompt": ["q"], "completion": ["a"]}), bad)
+    with pytest.raises(SgpoError, match="lacks 'advantage'.*export the `trl` or `flat` view"):
+        OfflineTrainer(TrainConfig(data=str(bad), model=tiny), tmp_path / "o")
+    with pytest.raises(SgpoError, match="not found"):
+        OfflineTrainer(TrainConfig(data=str(tmp_path / "missing.parquet"), model=tiny), tmp_path / "o")
+    with pytest.raises(SgpoError, match="train.data is not set"):
+        train(TrainConfig(model=tiny), tmp_path / "o")
+    long = toy_dataset(tmp_path / "long.parquet", [("Q", "word " * 300, 1.0), ("Q", "short", -1.0)])
+    trainer = OfflineTrainer(TrainConfig(data=long, model=tiny, max_length=64, overlong="skip"), tmp_path / "s")
+    assert trainer.data.counts["overlong_skipped"] == 1 and len(trainer.examples) == 1
+    trainer = OfflineTrainer(TrainConfig(data=long, model=tiny, max_length=64, overlong="truncate"), tmp_path / "t")
+    assert trainer.data.counts["overlong_truncated"] == 1 and max(e.length for e in trainer.examples) == 64
