@@ -16,16 +16,19 @@ class RichProgress(StageProgress):
         self.bar = bar
 
     def task(self, description: str, total: int) -> int:
-        return self.bar.add_task(description, total=total)
+        return self.bar.add_task(description, total=total, status="")
 
     def advance(self, task: int, n: int = 1) -> None:
         self.bar.advance(task, n)
+
+    def info(self, task: int, text: str) -> None:
+        self.bar.update(task, status=text)
 
 
 def progress_bar() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=console,
     )
 
 

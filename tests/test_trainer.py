@@ -145,3 +145,39 @@ def test_bad_training_data(tiny, tmp_path):
     assert trainer.data.counts["overlong_skipped"] == 1 and len(trainer.examples) == 1
     trainer = OfflineTrainer(TrainConfig(data=long, model=tiny, max_length=64, overlong="truncate"), tmp_path / "t")
     assert trainer.data.counts["overlong_truncated"] == 1 and max(e.length for e in trainer.examples) == 64
+
+
+def test_a_tokenizer_without_chat_template_is_refused(tiny, tmp_path):
+    import shutil as sh
+
+    from transformers import AutoTokenizer
+
+    plain = tmp_path / "plain"
+    sh.copytree(tiny, plain)
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+    tokenizer.chat_template = None
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer.save_pretrained(plain)
+    data = toy_dataset(tmp_path / "toy.parquet", [("Q", "good", 1.0), ("Q", "bad", -1.0)])
+    with pytest.raises(SgpoError, match="no chat template"):
+        OfflineTrainer(TrainConfig(data=data, model=str(plain)), tmp_path / "o")
+
+
+def test_runs_unchanged_under_accelerate_launch_with_two_processes(tiny, tmp_path):
+    """DDP (gloo on a CPU-only machine, where --multi_gpu runs torchrun): two processes share the batches,
+    sync gradients, and write one log and one final model."""
+    import subprocess
+    import sys
+
+    rows = [(f"What is {i} + 1?", f"The answer is {i + 1}.", 1.0 if i % 2 else -1.0) for i in range(8)]
+    data = toy_dataset(tmp_path / "toy.parquet", rows)
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "sgpo_data_cli", "train", "--data", data, "--model", tiny, "--out", str(out),
+               "--set", "train.batch_size=2", "--set", "train.lr=1e-3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # 4 batches of 2, shared by 2 processes: 2 steps each, logged once per process
+    assert (out / "final" / "config.json").is_file()

@@ -11,3 +11,6 @@ class Progress:
 
     def advance(self, task: int, n: int = 1) -> None:
         pass
+
+    def info(self, task: int, text: str) -> None:
+        """A short live status (e.g. the latest loss) shown beside the task."""

@@ -47,10 +47,10 @@ def read_table(source: str, hub_config: str | None = None) -> tuple[pa.Table, di
     """The rows and, for a run folder, its generate config (prompt template, sampling)."""
     path = Path(source)
     if path.is_dir():
-        for stage in ("export", "score"):
-            part = path / stage / "part-00000.parquet"
-            if (path / stage / "part-00000.done").is_file():
-                parts = sorted((path / stage).glob("part-*.parquet"))
+        # the train split of the exported flat view (export filters applied), else every scored row
+        for stage, pattern in (("export", "flat/train-*.parquet"), ("export", "part-*.parquet"), ("score", "part-*.parquet")):
+            parts = sorted((path / stage).glob(pattern))
+            if parts and (path / stage / "part-00000.done").is_file():
                 return pa.concat_tables([pq.read_table(p) for p in parts]), _generate_config(path)
         raise SgpoError(f"{source} has no finished export or score stage; run `sgpo-data run RECIPE --out {source}` first")
     files = sorted(f for pattern in source.split(",") for f in glob.glob(pattern.strip()))

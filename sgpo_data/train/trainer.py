@@ -115,8 +115,9 @@ class OfflineTrainer:
         self.accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
         torch.manual_seed(cfg.seed)
         model, self.tokenizer, self.model_name, _ = load_model(cfg.model, str(self.accelerator.device), "float32")
-        self.data = load_examples(cfg.data or "", self.tokenizer, cfg.advantage, cfg.max_length, cfg.overlong,
-                                  cfg.skip_zero_advantage, cfg.hub_config)
+        context = getattr(model.config, "max_position_embeddings", None) or cfg.max_length
+        self.data = load_examples(cfg.data or "", self.tokenizer, cfg.advantage, min(cfg.max_length, context),
+                                  cfg.overlong, cfg.skip_zero_advantage, cfg.hub_config)
         self.temperature = cfg.temperature or self.data.temperature or 1.0
         self.examples = self.data.examples
         self._fill_initial_logprobs(model)  # before any update: the initial policy is the reference
@@ -144,7 +145,11 @@ class OfflineTrainer:
 
         scheduler = get_scheduler(cfg.schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                                   num_training_steps=self.total_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # the scheduler stays outside `prepare` (which would step it once per process): each process already
+        # counts only its own steps; it is still saved and restored with checkpoints
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler
+        self.accelerator.register_for_checkpointing(self.scheduler)
         self.step = 0
 
     @torch.no_grad()
@@ -222,12 +227,15 @@ class OfflineTrainer:
         """A normal Hugging Face folder (LoRA merged into the weights) that transformers and vLLM load."""
         final = self.out / "final"
         model = self.accelerator.unwrap_model(self.model)
+        # gathered on every process (FSDP shards the weights), written by the main one
+        state = None if self.cfg.lora else self.accelerator.get_state_dict(self.model)
         if self.accelerator.is_main_process:
             if self.cfg.lora:
                 model.save_pretrained(self.out / "adapter")
                 model = model.merge_and_unload()
-            model.save_pretrained(final)
+            model.save_pretrained(final, state_dict=state)
             self.tokenizer.save_pretrained(final)
+        self.accelerator.wait_for_everyone()
         return final
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -244,7 +252,8 @@ class OfflineTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and self.resume():
             pass
-        log = (self.out / "metrics.jsonl").open("a")
+        main = self.accelerator.is_main_process
+        log = (self.out / "metrics.jsonl").open("a") if main else None  # one log, from the main process
         evals = []
         if self.cfg.eval.num_problems and self.step == 0:
             evals.append({"step": 0, **evaluate(self, self.cfg.eval)})
@@ -254,14 +263,18 @@ class OfflineTrainer:
             if n < self.step:
                 continue  # done before the checkpoint we resumed from
             metrics = {"epoch": epoch, **self.train_step(micro_batches)}
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
+            if log:
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
             self.progress.advance(task, 1)
+            self.progress.info(task, f"loss {metrics['loss']:.4f}  kl {metrics['kl']:.4f}  "
+                                     f"clip {metrics['clip_fraction']:.3f}  lr {metrics['lr']:.2e}")
             if self.cfg.save_every and self.step % self.cfg.save_every == 0:
                 self.save_checkpoint()
             if self.cfg.eval.num_problems and self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
                 evals.append({"step": self.step, **evaluate(self, self.cfg.eval)})
-        log.close()
+        if log:
+            log.close()
         self.save_checkpoint()
         final = self.save_final()
         if self.cfg.eval.num_problems and (not evals or evals[-1]["step"] != self.step):
