@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.text import Text
@@ -20,7 +20,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a r
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="redo a stage whose output was made with another config")]
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     from sgpo_data_cli.render import console
 
     console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
