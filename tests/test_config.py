@@ -52,7 +52,7 @@ def test_bad_recipe_files(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("generate.backend=nope", "generate.backend: unknown backend 'nope'; valid names: transformers"),
+        ("generate.backend=nope", "generate.backend: unknown backend 'nope'; valid names: openai, transformers"),
         ("grader.name=nope", "grader.name: unknown grader 'nope'"),
         ("judge.name=nope", "judge.name: unknown judge 'nope'"),
         ("judge.segmenter=nope", "judge.segmenter: unknown segmenter 'nope'"),
@@ -61,3 +61,10 @@ def test_bad_recipe_files(tmp_path):
 def test_unknown_part_names_fail_before_anything_loads(override, message):
     with pytest.raises(SgpoError, match=message):
         check_recipe(load_recipe(None, [override]))
+
+
+def test_every_shipped_recipe_validates():
+    for path in sorted(RECIPES.glob("*.yaml")):
+        if path.name.startswith("accelerate_"):
+            continue  # an accelerate config, not a recipe
+        check_recipe(load_recipe(path))

@@ -10,7 +10,14 @@ BACKENDS: Registry[Backend] = Registry("backend")
 def _transformers(**kwargs) -> Backend:
     from sgpo_data.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend(**kwargs)
+    return TransformersBackend(model=kwargs.get("model"), device=kwargs.get("device"), dtype=kwargs.get("dtype"))
+
+
+@BACKENDS.register("openai")
+def _openai(**kwargs) -> Backend:
+    from sgpo_data.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(**kwargs)
 
 
 def get_backend(name: str, **kwargs) -> Backend:

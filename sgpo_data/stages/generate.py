@@ -49,7 +49,7 @@ def run_generate(recipe: Recipe, out, overwrite: bool = False, progress: Progres
     pending = [i for i in range(num_shards) if not stage.is_done(i)]
     if pending:
         G = recipe.generate.sampling.num_samples
-        backend = get_backend(recipe.generate.backend, model=recipe.generate.model)
+        backend = get_backend(recipe.generate.backend, **recipe.generate.backend_kwargs())
         cache = CallCache(stage.run / "cache" / "calls.sqlite")
         task = progress.task("generate", total=len(pending) * per_shard * G)
         with get_grader(recipe.grader.name, **recipe.grader.model_dump(exclude={"name"})) as grader:

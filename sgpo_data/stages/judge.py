@@ -32,7 +32,7 @@ def run_judge(recipe: Recipe, out, overwrite: bool = False, progress: Progress |
     stage.start(stage_config(recipe), upstream.output_fingerprint(), num_shards, overwrite)
     pending = [i for i in range(num_shards) if not stage.is_done(i)]
     if pending:
-        backend = get_backend(cfg.backend, model=cfg.model)
+        backend = get_backend(cfg.backend, **cfg.backend_kwargs())
         judge = get_judge(cfg.name, backend=backend, constrained=cfg.constrained,
                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
         cache = CallCache(stage.run / "cache" / "calls.sqlite")

