@@ -3,6 +3,7 @@ response (of every response with `judge.judge_correct`). One output shard per ge
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -47,9 +48,7 @@ def run_judge(recipe: Recipe, out, overwrite: bool = False, progress: Progress |
     return stage
 
 
-def _selected(table: pa.Table, judge_correct: bool):
-    import numpy as np
-
+def _selected(table: pa.Table, judge_correct: bool) -> np.ndarray:
     correct = np.array([c is True for c in table["is_correct"].to_pylist()])
     return np.ones(len(correct), bool) if judge_correct else ~correct
 
