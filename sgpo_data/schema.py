@@ -70,6 +70,18 @@ class JudgeStatus:
     ERROR = "error"
 
 
+def group_codes(table: pa.Table, where: str):
+    """Each row's group (its prompt): 0..n_groups-1, numbered by the prompt_id's first appearance."""
+    import pyarrow.compute as pc
+
+    from sgpo_data.errors import SgpoError
+
+    pid = table["prompt_id"].combine_chunks()
+    if pid.null_count:
+        raise SgpoError(f"{where}: {pid.null_count} row(s) have a null prompt_id; every row needs its group's id")
+    return pc.dictionary_encode(pid).indices.to_numpy(zero_copy_only=False)
+
+
 def require_columns(table: pa.Table, needed: list[str], where: str, fix: str) -> None:
     """Fail with one line naming the missing columns, the file or stage, and what to run."""
     missing = [c for c in needed if c not in table.column_names]

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from sgpo_data.errors import SgpoError
 from sgpo_data.registry import Registry
 from sgpo_data.schema import (CONTRACT_COLUMNS, GENERATE_FIELDS, INPUT_FIELDS, JUDGE_FIELDS, SCORE_FIELDS,
-                              SCORE_SCHEMA, JudgeStatus)
+                              SCORE_SCHEMA, JudgeStatus, group_codes)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -57,14 +57,6 @@ def user_texts(prompts: list) -> pa.Array:
                             "from the last user message")
         texts.append(users[-1])
     return pa.array(texts, pa.string())
-
-
-def group_codes(table: pa.Table, where: str) -> np.ndarray:
-    """0..n_groups-1 per row, numbered by the prompt_id's first appearance."""
-    pid = _col(table, "prompt_id")
-    if pid.null_count:
-        raise SgpoError(f"{where}: {pid.null_count} row(s) have a null prompt_id; every row needs its group's id")
-    return pc.index_in(pid, value_set=pc.unique(pid)).to_numpy(zero_copy_only=False)
 
 
 class View:

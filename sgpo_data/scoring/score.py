@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from sgpo_data.config import ScoreConfig
 from sgpo_data.errors import SgpoError
-from sgpo_data.schema import SCORE_FIELDS, JudgeStatus, require_columns
+from sgpo_data.schema import SCORE_FIELDS, JudgeStatus, group_codes, require_columns
 from sgpo_data.scoring.advantages import group_advantages, group_moments
 from sgpo_data.scoring.rewards import REWARD_MAPS, compute_rts
 
@@ -24,13 +24,6 @@ NEEDED = ["prompt_id", "is_correct", "steps", "first_error_step", "judge_status"
 
 def _bools(col: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(col, False).to_numpy(zero_copy_only=False).astype(bool)
-
-
-def _group_codes(table: pa.Table) -> np.ndarray:
-    pid = table["prompt_id"]
-    if pid.null_count:
-        raise SgpoError(f"score: {pid.null_count} row(s) have a null prompt_id; every row needs its group's id")
-    return pc.dictionary_encode(pid.combine_chunks()).indices.to_numpy(zero_copy_only=False)
 
 
 def _row(table: pa.Table, i: int) -> str:
@@ -70,7 +63,7 @@ def score_table(table: pa.Table, cfg: ScoreConfig, tokenizer=None) -> pa.Table:
 
     `tokenizer` (a transformers tokenizer) is needed only for `cfg.rts == "tokens"`."""
     require_columns(table, NEEDED, "score", "score needs the judge stage's output (steps, first_error_step, judge_status)")
-    groups = _group_codes(table)
+    groups = group_codes(table, "score")
     correct = _bools(table["is_correct"])
     fes = table["first_error_step"]
     judged = _bools(pc.equal(table["judge_status"], JudgeStatus.OK)) & _bools(pc.is_valid(fes))
@@ -127,7 +120,7 @@ def _histogram(values: np.ndarray) -> dict:
 
 
 def _group_stats(table: pa.Table) -> dict:
-    groups = _group_codes(table)
+    groups = group_codes(table, "score")
     n = table.num_rows
     correct = int(_bools(table["is_correct"]).sum())
     graded = n - table["is_correct"].null_count

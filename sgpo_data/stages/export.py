@@ -50,10 +50,9 @@ def run_export(recipe: Recipe, out, overwrite: bool = False, progress: Progress 
 
 def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:
     """The chat messages each row's policy saw, rebuilt from the generate stage's recorded config."""
-    from sgpo_data.stages.generate import conversation
+    from sgpo_data.stages.generate import conversation, recorded_recipe
 
-    config = StageOutput(run, "generate").manifest()["config"]
-    recipe = Recipe.model_validate({k: config[k] for k in ("data", "generate", "grader")})
+    recipe = recorded_recipe(StageOutput(run, "generate").manifest()["config"])
     return [conversation(recipe, problem) for problem in table["problem"].to_pylist()]
 
 
@@ -65,9 +64,10 @@ def _write_views(stage: StageOutput, table: pa.Table, views: dict, recipe: Recip
         dedupe_within_group=cfg.dedupe_within_group,
     )
     splits = split_by_prompt(kept, cfg.test_size, cfg.split_seed)
+    prompts = {split: row_prompts(stage.run, part) for split, part in splits.items()}
     rows: dict[str, dict[str, int]] = {}
     for name, view in views.items():
-        built = {split: view.build(part, row_prompts(stage.run, part)) for split, part in splits.items()}
+        built = {split: view.build(part, prompts[split]) for split, part in splits.items()}
         rows[name] = {split: t.num_rows for split, t in built.items()}
         if "parquet" in cfg.formats:
             folder = stage.dir / name

@@ -31,6 +31,11 @@ def conversation(recipe: Recipe, problem: str) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": recipe.generate.prompt_template.replace("{problem}", problem)}]
 
 
+def recorded_recipe(config: dict | None) -> Recipe:
+    """The recipe sections a generate stage recorded in its manifest config (defaults where absent)."""
+    return Recipe.model_validate({k: v for k, v in (config or {}).items() if k in ("data", "generate", "grader")})
+
+
 def stage_config(recipe: Recipe) -> dict:
     return {
         "data": recipe.data.model_dump(),

@@ -5,7 +5,6 @@ behaviour log-probabilities line up with the tokens they belong to."""
 from __future__ import annotations
 
 import glob
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,10 @@ class TrainData:
 
 
 def _generate_config(run: Path) -> dict | None:
-    manifest = run / "generate" / "manifest.json"
-    return json.loads(manifest.read_text())["config"] if manifest.is_file() else None
+    from sgpo_data.stages.run_folder import StageOutput
+
+    manifest = StageOutput(run, "generate").manifest()
+    return manifest["config"] if manifest else None
 
 
 def read_table(source: str, hub_config: str | None = None) -> tuple[pa.Table, dict | None]:
@@ -71,10 +72,9 @@ def _prompts(table: pa.Table, generate_config: dict | None) -> list[list[dict]]:
         prompts = table["prompt"].to_pylist()
         return [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
     if generate_config is not None:
-        from sgpo_data.config import Recipe
-        from sgpo_data.stages.generate import conversation
+        from sgpo_data.stages.generate import conversation, recorded_recipe
 
-        recipe = Recipe.model_validate({k: generate_config[k] for k in ("data", "generate", "grader")})
+        recipe = recorded_recipe(generate_config)
         return [conversation(recipe, problem) for problem in table["problem"].to_pylist()]
     return [[{"role": "user", "content": problem}] for problem in table["problem"].to_pylist()]
 

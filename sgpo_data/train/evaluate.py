@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sgpo_data.config import EvalConfig, Recipe
+from sgpo_data.config import EvalConfig
 
 
 def evaluate(trainer, cfg: EvalConfig) -> dict:
@@ -11,14 +11,13 @@ def evaluate(trainer, cfg: EvalConfig) -> dict:
     from sgpo_data.backends.transformers_backend import TransformersBackend
     from sgpo_data.data import generate_arithmetic
     from sgpo_data.graders import get_grader
-    from sgpo_data.stages.generate import conversation
+    from sgpo_data.stages.generate import conversation, recorded_recipe
 
     accelerator = trainer.accelerator
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return {}
-    generate_config = trainer.data.generate_config or {}
-    recipe = Recipe.model_validate({k: generate_config[k] for k in ("generate",) if k in generate_config})
+    recipe = recorded_recipe(trainer.data.generate_config)
     problems = generate_arithmetic(cfg.num_problems, cfg.min_steps, cfg.max_steps, cfg.seed)
     model = accelerator.unwrap_model(trainer.model)
     model.eval()

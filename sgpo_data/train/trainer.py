@@ -250,8 +250,8 @@ class OfflineTrainer:
         from sgpo_data.train.evaluate import evaluate
 
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume and self.resume():
-            pass
+        if resume:
+            self.resume()
         main = self.accelerator.is_main_process
         log = (self.out / "metrics.jsonl").open("a") if main else None  # one log, from the main process
         evals = []
