@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from sgpo_data.config import load_recipe
-from sgpo_data.errors import SgpoError
+from sgpo_data.errors import EXIT_ROWS_FAILED, EXIT_USAGE, SgpoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline SGPO datasets: generate, judge, score, export.")
 
@@ -18,52 +18,102 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run folder; each stag
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="YAML recipe (default: built-in defaults)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe key: dotted.key=value (repeatable)")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="redo a stage whose output was made with another config")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="take shard i of N of each stage (i/N, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="where shards run: local, or ray (recipe section `ray`)")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster (default: ray.address)")]
+ProgressOpt = Annotated[float, typer.Option(
+    "--progress-every", help="seconds between progress lines when stderr is not a terminal", min=0.1)]
 
 
 def _fail(exc: Exception) -> NoReturn:
     from sgpo_data_cli.render import console
 
     console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE))
 
 
-def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: list[str] | None, overwrite: bool) -> None:
+def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: list[str] | None, overwrite: bool,
+             shard: str | None = None, executor: str = "local", ray_address: str | None = None,
+             progress_every: float = 30.0) -> None:
     from sgpo_data_cli.render import RichProgress, console, progress_bar, source_table, summary_table
 
     started = time.perf_counter()
     try:
         recipe = load_recipe(recipe_path, overrides or [])
-        from sgpo_data.stages import STAGES, check_recipe
+        from sgpo_data.pipeline import ShardSpec, check_recipe, run_stage
+        from sgpo_data.pipeline.executors import get_executor
+        from sgpo_data.pipeline.lock import RunLock
 
-        check_recipe(recipe)
-        with progress_bar() as bar:
-            progress = RichProgress(bar)
-            for name in stages:
-                stage = STAGES[name](recipe, out, overwrite=overwrite, progress=progress)
+        import sgpo_data.stages  # noqa: F401  (registers the stages)
+
+        check_recipe(recipe, stages)
+        spec = ShardSpec.parse(shard)
+        runner = get_executor(executor, recipe.ray, ray_address)
+        results = []
+        with RunLock(out, spec.index, spec.count), progress_bar() as bar:
+            progress = RichProgress(bar, progress_every)
+            try:
+                for name in stages:
+                    results.append(run_stage(name, recipe, out, shard=spec, overwrite=overwrite, progress=progress,
+                                             executor=runner))
+                    if not results[-1].complete:
+                        break  # the next stage needs the shards other processes are still working on
+            finally:
+                progress.close()
     except SgpoError as exc:
         _fail(exc)
-    stats = stage.manifest()["statistics"]
-    console.print(summary_table(stats, stages[-1], str(out), time.perf_counter() - started))
-    if (per_source := source_table(stats)) is not None:
-        console.print(per_source)
+    last = results[-1]
+    if last.complete:
+        stats = last.manifest["statistics"]
+        console.print(summary_table(stats, last.stage, str(out), time.perf_counter() - started))
+        if (per_source := source_table(stats)) is not None:
+            console.print(per_source)
+    else:
+        console.print(f"{last.stage}: this process ({shard}) finished its {last.processed} shard(s); the stage "
+                      "completes when the other --shard processes finish theirs", soft_wrap=True)
+    _exit_for_row_errors(results, out)
+
+
+def _exit_for_row_errors(results, out: Path) -> None:
+    """Exit 3 when rows are in error, naming them and how to retry; exit 0 only when none is."""
+    from sgpo_data_cli.render import console, failed_rows
+
+    failed = {r.stage: r.errors for r in results if r.errors}
+    if not failed:
+        return
+    total = sum(sum(kinds.values()) for kinds in failed.values())
+    by_stage = "; ".join(f"{stage}: " + ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+                         for stage, kinds in failed.items())
+    console.print(Text(f"{total} row(s) failed ({by_stage}); they are left out of the exported views. "
+                       "Rerun the same command to retry exactly those rows (nothing that succeeded is paid again).",
+                       style="yellow"), soft_wrap=True)
+    for line in failed_rows(out, list(failed)):
+        console.print("  " + line, soft_wrap=True, markup=False)
+    raise typer.Exit(EXIT_ROWS_FAILED)
 
 
 @app.command()
-def generate(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def generate(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
+             shard: ShardOpt = None, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
+             progress_every: ProgressOpt = 30.0) -> None:
     """Sample G responses per prompt and grade them."""
-    _execute(["generate"], recipe, out, set, overwrite)
+    _execute(["generate"], recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
 
 
 @app.command()
-def judge(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def judge(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
+          shard: ShardOpt = None, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
+          progress_every: ProgressOpt = 30.0) -> None:
     """Cut responses into steps and find the first wrong step of each wrong one."""
-    _execute(["judge"], recipe, out, set, overwrite)
+    _execute(["judge"], recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
 
 
 @app.command()
-def score(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def score(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
+          shard: ShardOpt = None) -> None:
     """SGPO rewards and GRPO/SGPO advantages."""
-    _execute(["score"], recipe, out, set, overwrite)
+    _execute(["score"], recipe, out, set, overwrite, shard)
 
 
 @app.command()
@@ -78,6 +128,7 @@ def export(
     revision: Annotated[Optional[str], typer.Option(help="branch to push to (created if missing)")] = None,
     commit_message: Annotated[Optional[str], typer.Option(help="commit message of the upload")] = None,
     token: Annotated[Optional[str], typer.Option(help="Hub token (default: $HF_TOKEN, then `hf auth login`)")] = None,
+    shard: ShardOpt = None,
 ) -> None:
     """Write the views (Parquet + DatasetDict), dataset card and plots to RUN/export/; optionally push to the Hub."""
     overrides = list(set or [])
@@ -91,7 +142,7 @@ def export(
             token = resolve_token(token)
         except SgpoError as exc:
             _fail(exc)
-    _execute(["export"], recipe, out, overrides, overwrite)
+    _execute(["export"], recipe, out, overrides, overwrite, shard)
     if push_to_hub:
         from sgpo_data.export.hub import push_to_hub as push
 
@@ -123,11 +174,18 @@ def run(
     out: OutOpt,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    shard: ShardOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    progress_every: ProgressOpt = 30.0,
 ) -> None:
-    """All stages in order: generate, judge, score, export. Finished work is skipped."""
-    from sgpo_data.stages import STAGE_ORDER
+    """All stages in order: generate, judge, score, export. Finished work is skipped; rows in error are retried.
 
-    _execute(list(STAGE_ORDER), recipe, out, set, overwrite)
+    Exit codes: 0 every row ok; 2 bad input, config or a locked run folder; 3 rows in error (rerun to retry
+    them); 4 a service failed and stopped the stage (rerun when it is back)."""
+    from sgpo_data.run_reader import STAGE_ORDER
+
+    _execute(list(STAGE_ORDER), recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
 
 
 @app.command()

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sgpo_data.stages.progress import Progress as StageProgress
+from sgpo_data.pipeline.progress import Progress as StageProgress
 
 console = Console(stderr=True)
 
 
 class RichProgress(StageProgress):
-    def __init__(self, bar: Progress):
+    """Rich bars on a terminal. When stderr is not a terminal (a log file, a CI job, a Slurm output) the bars
+    draw nothing, so a line per task is printed every `every` seconds instead, also while requests are pending."""
+
+    def __init__(self, bar: Progress, every: float = 30.0):
         self.bar = bar
+        self._stop = threading.Event()
+        if not console.is_terminal:
+            threading.Thread(target=self._heartbeat, args=(every,), daemon=True).start()
+
+    def _heartbeat(self, every: float) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(every):
+            for task in self.bar.tasks:
+                if not task.finished:
+                    console.print(f"{task.description}: {task.completed:.0f}/{task.total:.0f} rows done, "
+                                  f"{time.monotonic() - started:.0f} s elapsed", soft_wrap=True)
+
+    def close(self) -> None:
+        self._stop.set()
 
     def task(self, description: str, total: int) -> int:
         return self.bar.add_task(description, total=total, status="")
@@ -49,6 +69,7 @@ SUMMARY_ROWS = [
     ("zero-std groups, SGPO", "zero_std_groups_sgpo"),
     ("judged", "judged"),
     ("judge parse failures", "judge_parse_errors"),
+    ("rows in error (left out)", "rows_in_error"),
     ("mean reward", "mean_reward"),
 ]
 
@@ -93,3 +114,28 @@ def source_table(stats: dict) -> Table | None:
     for source, row in by_source.items():
         table.add_row(source, *(_fmt(row.get(key)) for _, key in columns[1:]))
     return table
+
+
+def failed_rows(run, stages: list[str], limit: int = 3) -> list[str]:
+    """A few of the rows in error of each stage: which prompt, which kind, the error's first line."""
+    import pyarrow.compute as pc
+
+    from sgpo_data.run_reader import StageFiles
+
+    lines = []
+    for stage in stages:
+        files = StageFiles(run, stage)
+        status, kind, text = f"{stage}_status", f"{stage}_error_kind", f"{stage}_error"
+        parts = [p for i, p in enumerate(files.parts()) if files.read_marker(i)]
+        if not parts:
+            continue
+        import pyarrow.dataset as ds
+
+        table = ds.dataset([str(p) for p in parts]).to_table(columns=["prompt_id", "sample_idx", status, kind, text])
+        failed = table.filter(pc.fill_null(pc.equal(table[status], "error"), False))
+        for row in failed.slice(0, limit).to_pylist():
+            message = (row[text] or "").splitlines()[0][:160] if row[text] else ""
+            lines.append(f"{stage}: prompt_id={row['prompt_id']} sample_idx={row['sample_idx']} {row[kind]}: {message}")
+        if failed.num_rows > limit:
+            lines.append(f"{stage}: … and {failed.num_rows - limit} more (columns {status}, {kind}, {text})")
+    return lines

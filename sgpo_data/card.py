@@ -73,12 +73,14 @@ def render_card(
     repo_id: str | None = None,
     license: str = "apache-2.0",
     num_rows: int | None = None,
+    export_counts: dict | None = None,
 ) -> str:
     """The README.md of the dataset: Hub YAML metadata, then the Markdown description of the run.
 
     `views` maps each exported view to its splits (`{view}/{split}-*.parquet` in the repo); `plots` maps a
     plot's stem (see `report.PLOTS`) to its path relative to the card; `num_rows` (default: the run's
-    scored rollouts) picks the size category. Raises SgpoError when the run is incomplete or the card would
+    scored rollouts) picks the size category; `export_counts` (the export stage's counters) adds how many rows
+    in error were left out of the views. Raises SgpoError when the run is incomplete or the card would
     contain a token-shaped string."""
     import jinja2
 
@@ -109,6 +111,7 @@ def render_card(
         views={view: (splits, VIEW_DOCS.get(view, "")) for view, splits in views.items()},
         first_view=next(iter(views)),
         rows=rows,
+        left_out=(export_counts or {}).get("rows_in_error_left_out", 0),
         summary=config_summary(manifests, table),
         stage_configs={s: _yaml_block(m["config"]) for s, m in manifests.items()},
         reward_formula=reward_formula(manifests["score"]["config"].get("score", {})),

@@ -14,6 +14,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sgpo_data.errors import SgpoError
 
 
+def validate_options(model: type[BaseModel], values: dict, key: str) -> BaseModel:
+    """A part's options dict validated by its own model; a bad key is one line naming `key.<field>`."""
+    try:
+        return model.model_validate(values or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise SgpoError(f"invalid recipe key '{key}.{field}': {err['msg']} (got {err.get('input')!r})") from None
+
+
+def identity(options: BaseModel) -> dict:
+    """The options that decide what a part produces: fields marked operational (timeouts, retries,
+    concurrency) are left out, so changing them never invalidates a stage or its call cache."""
+    return options.model_dump(exclude={name for name, f in type(options).model_fields.items()
+                                       if (f.json_schema_extra or {}).get("operational")})
+
+
+def operational(default, **kwargs):
+    """A Field that changes how a part runs, never what it produces."""
+    return Field(default, json_schema_extra={"operational": True}, **kwargs)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -50,46 +72,40 @@ class SamplingConfig(_Strict):
     seed: int = 0
 
 
-class _Engine(_Strict):
-    """Which engine runs a model; the endpoint fields are for the `openai` backend."""
-
-    backend: str = Field("transformers", description="engine name: transformers, or openai (any OpenAI-compatible server)")
+class GenerateConfig(_Strict):
+    backend: str = Field("transformers", description="engine: transformers, or openai (any OpenAI-compatible server)")
     model: str | None = Field(None, description="transformers: local folder, .gguf file or Hub id (None: the shipped "
                               "SmolLM2-135M-Instruct); openai: the model name the server serves")
-    base_url: str | None = Field(None, description="openai: the server, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai: the environment variable holding the key")
-    max_concurrency: int = Field(32, ge=1, description="openai: requests in flight")
-    vllm_extensions: bool = Field(True, description="openai: the server is vLLM (token ids, guided choice)")
-
-    def backend_kwargs(self) -> dict:
-        return self.model_dump(include={"model", "base_url", "api_key_env", "max_concurrency", "vllm_extensions"})
-
-
-class GenerateConfig(_Engine):
+    backend_options: dict = Field({}, description="the chosen backend's own options (see docs/ARCHITECTURE.md): "
+                                  "transformers: device, dtype; openai: base_url, api_key_env, max_concurrency, "
+                                  "timeout_s, max_retries, vllm_extensions")
     sampling: SamplingConfig = SamplingConfig()
-    batch_size: int = Field(16, ge=1, description="sequences per engine call (transformers)")
+    batch_size: int = Field(16, ge=1, description="sequences per engine call (prompts x G)")
     system_prompt: str | None = None
     prompt_template: str = Field(
         "{problem}\n\nSolve the problem step by step, one step per paragraph, and finish with "
         "\"The answer is <number>.\"",
         description="user message; {problem} is replaced by the problem text",
     )
-    prompts_per_shard: int = Field(8, ge=1, description="prompts per output shard (the unit of resume)")
+    prompts_per_shard: int = Field(8, ge=1, description="prompts per output shard (the unit of resume and of --shard)")
+    max_refills: int = Field(2, ge=0, description="extra requests for the samples a server left out (fewer choices than n)")
 
 
 class GraderConfig(_Strict):
     name: str = Field("math_verify", description="grader name, see sgpo_data.graders")
-    timeout_s: float = Field(5.0, gt=0, description="per-row time limit for extraction + verification")
-    last_number_fallback: bool = Field(True, description="use the response's last number when no answer marker is found")
+    options: dict = Field({}, description="the grader's own options (math_verify: timeout_s, last_number_fallback)")
 
 
-class JudgeConfig(_Engine):
+class JudgeConfig(_Strict):
     name: str = Field("llm", description="judge name, see sgpo_data.judges")
+    options: dict = Field({}, description="the judge's own options (llm: constrained, max_new_tokens)")
+    backend: str = Field("transformers", description="engine of an LLM judge: transformers or openai")
+    model: str | None = Field(None, description="the judge model, as for generate.model")
+    backend_options: dict = Field({}, description="the judge backend's own options, as for generate.backend_options")
     segmenter: str = Field("paragraph", description="how a response is cut into steps")
-    constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it")
+    segmenter_options: dict = Field({}, description="the segmenter's own options")
     judge_correct: bool = Field(False, description="also judge correct responses (an audit); default judges only wrong ones")
-    max_new_tokens: int = Field(16, ge=1, description="answer budget when the judge generates freely")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="judge requests per engine call")
 
 
 class ScoreConfig(_Strict):
@@ -185,6 +201,15 @@ class TrainConfig(_Strict):
     eval: EvalConfig = EvalConfig()
 
 
+class RayConfig(_Strict):
+    """Where `--executor ray` runs a stage's shards: one actor per engine, each with these resources."""
+
+    address: str | None = Field(None, description="a running cluster (ray://host:10001 or auto); None: start a local one")
+    num_actors: int = Field(1, ge=1, description="actors (engines) working through the shards at once")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (e.g. 1 for one vLLM engine per GPU)")
+
+
 class Recipe(_Strict):
     data: DataConfig = DataConfig()
     generate: GenerateConfig = GenerateConfig()
@@ -193,6 +218,7 @@ class Recipe(_Strict):
     score: ScoreConfig = ScoreConfig()
     export: ExportConfig = ExportConfig()
     train: TrainConfig = TrainConfig()
+    ray: RayConfig = RayConfig()
 
 
 def _set_dotted(tree: dict, dotted: str, value) -> None:

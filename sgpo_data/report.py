@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sgpo_data import run_reader
 from sgpo_data.errors import SgpoError
-from sgpo_data.stages.run_folder import StageOutput
+from sgpo_data.schema import error_rows
 
 REPORT_STAGES = ["generate", "judge", "score"]
 PLOTS = {  # file stem -> caption
@@ -42,7 +43,9 @@ STAT_MEANINGS = {  # score-manifest key -> meaning, in table order; keys not lis
     "no_error_found": "judged wrong responses where the judge found no error (first_error_step -1)",
     "judge_parse_errors": "judge outputs that could not be parsed",
     "judge_errors": "judge calls that failed",
-    "judge_failed_outcome_reward": "wrong responses left at reward 0 because judging failed",
+    "judge_failed_outcome_reward": "wrong responses left at reward 0 because the judge's answer could not be parsed",
+    "rows_in_error": "rows left out of scoring and of every view: their generate or judge request failed",
+    "groups_with_rows_in_error": "groups scored over fewer than G rows because some of theirs are in error",
 }
 SOURCE_COLUMNS = ["prompts", "responses", "accuracy", "all_negative_groups", "zero_std_groups_grpo",
                   "zero_std_groups_sgpo", "mean_reward"]
@@ -56,19 +59,20 @@ _SECRET = re.compile(r"(?<![A-Za-z0-9])(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,
 
 def read_manifests(run: str | Path) -> dict[str, dict]:
     """The generate, judge and score manifests; SgpoError naming what to run when a stage is incomplete."""
-    stages = {name: StageOutput(run, name) for name in REPORT_STAGES}
-    for stage in stages.values():
-        stage.require_complete()
-    return {name: stage.manifest() for name, stage in stages.items()}
+    return run_reader.read_manifests(run, REPORT_STAGES)
 
 
 def read_scored(run: str | Path, columns: list[str] = _COLUMNS) -> pa.Table:
-    """The score stage's rows, only the `columns` it has (the report never needs the response texts)."""
-    stage = StageOutput(run, "score")
+    """The score stage's rows without the rows in error, only the `columns` it has (the report never needs
+    the response texts)."""
+    stage = run_reader.StageFiles(run, "score")
     stage.require_complete()
-    parts = stage.parts()
-    present = [c for c in columns if c in pq.read_schema(parts[0]).names]
-    return pa.concat_tables([pq.read_table(p, columns=present) for p in parts])
+    dataset = stage.dataset()
+    present = [c for c in columns if c in dataset.schema.names]
+    status = [c for c in ("generate_status", "judge_status") if c in dataset.schema.names and c not in present]
+    table = dataset.to_table(columns=present + status)
+    keep = ~error_rows(table)
+    return table.filter(pa.array(keep)).select(present)
 
 
 def models(table: pa.Table, column: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The row contract (../shared/docs/ARCHITECTURE.md): one row per rollout, keyed by (prompt_id, sample_idx).
+"""The row contract (docs/ARCHITECTURE.md): one row per rollout, keyed by (prompt_id, sample_idx).
 
 Each stage declares the columns it needs and the columns it adds; stages only add columns, never drop rows.
 """
@@ -27,7 +27,10 @@ GENERATE_FIELDS = [
     pa.field("response_token_ids", pa.list_(pa.int32())),  # extension: the exact tokens the logprobs belong to
     pa.field("pred_answer", pa.string()),
     pa.field("is_correct", pa.bool_()),
-    pa.field("grade_status", pa.string()),  # extension: ok, no_answer, no_reference, timeout, error
+    pa.field("grade_status", pa.string()),  # extension: ok, no_answer, no_reference, timeout, error, no_response
+    pa.field("generate_status", pa.string()),  # ok, or error: the request failed and `response` is null
+    pa.field("generate_error_kind", pa.string()),  # status error: an ErrorKind (bad_request, server_error, ...)
+    pa.field("generate_error", pa.string()),  # status error: the error text, with the raw body when there was one
 ]
 
 JUDGE_FIELDS = [
@@ -36,6 +39,8 @@ JUDGE_FIELDS = [
     pa.field("judge_status", pa.string()),
     pa.field("judge_model", pa.string()),
     pa.field("judge_raw", pa.string()),
+    pa.field("judge_error_kind", pa.string()),  # judge_status error: an ErrorKind
+    pa.field("judge_error", pa.string()),  # judge_status error: the error text
 ]
 
 SCORE_FIELDS = [
@@ -61,13 +66,32 @@ class GradeStatus:
     NO_REFERENCE = "no_reference"  # the prompt has no reference_answer to compare against
     TIMEOUT = "timeout"
     ERROR = "error"
+    NO_RESPONSE = "no_response"  # the generate request failed: nothing to grade
+
+
+class GenerateStatus:
+    OK = "ok"
+    ERROR = "error"
 
 
 class JudgeStatus:
     OK = "ok"
     SKIPPED_CORRECT = "skipped_correct"
+    SKIPPED_NO_RESPONSE = "skipped_no_response"  # the generate request failed: nothing to judge
     PARSE_ERROR = "parse_error"
     ERROR = "error"
+
+
+def error_rows(table: pa.Table):
+    """Rows a failed request left without a result (generate or judge status `error`), as a numpy mask."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    mask = np.zeros(table.num_rows, dtype=bool)
+    for column in ("generate_status", "judge_status"):
+        if column in table.column_names:
+            mask |= pc.fill_null(pc.equal(table[column], "error"), False).to_numpy(zero_copy_only=False)
+    return mask
 
 
 def group_codes(table: pa.Table, where: str):

@@ -14,7 +14,8 @@ from sgpo_data.card import card_metadata
 from sgpo_data.config import load_recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.export.hub import push_to_hub
-from sgpo_data.stages import StageOutput, run_all
+from sgpo_data.run_reader import StageFiles
+from sgpo_data.stages import run_all
 from tests.helpers import tiny_overrides
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
@@ -35,7 +36,7 @@ def exported(pipeline_run, tmp_path_factory):
 def test_every_view_loads_with_datasets_and_splits_never_share_a_prompt(exported):
     from datasets import load_dataset, load_from_disk
 
-    stats = StageOutput(exported, "export").manifest()["statistics"]["export"]
+    stats = StageFiles(exported, "export").manifest()["statistics"]["export"]
     assert stats["splits"]["train"] + stats["splits"]["test"] == stats["rows_after_filters"]
     assert 16 - stats["rows_after_filters"] == sum(stats["filters"].values())
     for view in VIEWS:
@@ -81,7 +82,7 @@ def test_card_yaml_parses_and_its_statistics_equal_the_manifest(exported):
     meta = card_metadata(card)
     assert meta["license"] == "apache-2.0" and "reinforcement-learning" in meta["task_categories"]
     assert [c["config_name"] for c in meta["configs"]] == VIEWS
-    stats = StageOutput(exported, "score").manifest()["statistics"]
+    stats = StageFiles(exported, "score").manifest()["statistics"]
     assert f"| `all_negative_groups` | {stats['all_negative_groups']} |" in card
     assert f"| `responses` | {stats['responses']} |" in card
     for png in ("reward_distribution", "first_error_position", "zero_std_groups", "accuracy_by_source", "judge_status"):
@@ -148,10 +149,10 @@ def test_push_refuses_before_uploading(exported, monkeypatch):
 
 
 def test_export_of_an_incomplete_run_says_what_to_run(tmp_path):
-    from sgpo_data.stages import run_export
+    from sgpo_data.stages import run_stage
 
     with pytest.raises(SgpoError, match="score is missing or incomplete; run `sgpo-data score"):
-        run_export(load_recipe(DEMO), tmp_path)
+        run_stage("export", load_recipe(DEMO), tmp_path)
 
 
 def test_report_command_writes_plots_and_summary(exported, tmp_path):

@@ -15,7 +15,7 @@ SLOW = "\\boxed{9^{9^{9^{9^{9}}}}}"
 
 @pytest.fixture(scope="module")
 def grader():
-    with get_grader("math_verify", timeout_s=10.0) as g:
+    with get_grader("math_verify", {"timeout_s": 10.0}) as g:
         yield g
 
 
@@ -61,7 +61,7 @@ def test_grades_outside_the_main_thread(grader):
 
 
 def test_slow_row_times_out_and_later_rows_still_grade():
-    with get_grader("math_verify", timeout_s=1.0) as g:
+    with get_grader("math_verify", {"timeout_s": 1.0}) as g:
         g.grade(["\\boxed{1}"], ["1"])  # start and warm the worker outside the timed call
         start = time.monotonic()
         results = g.grade(["\\boxed{2}", SLOW, "The answer is 27.", "\\boxed{3}"], ["2", "4", "27", "4"])

@@ -1,6 +1,8 @@
 import pytest
 
 from sgpo_data.backends import Backend, Completion
+from sgpo_data.errors import ServiceError
+from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.judges import JudgeInput, get_judge, parse_first_error
 from sgpo_data.judges.llm_judge import load_template, render_prompt
 from sgpo_data.schema import JudgeStatus
@@ -46,9 +48,9 @@ class ScriptedBackend(Backend):
     def __init__(self, replies=None, error=None):
         self.replies, self.error = replies or [], error
 
-    def generate(self, conversations, params):
+    def generate(self, conversations, params, seeds=None):
         if self.error:
-            raise self.error
+            return [self.error for _ in conversations]
         return [[Completion(self.replies.pop(0), "stop", 1, None)] for _ in conversations]
 
 
@@ -60,14 +62,20 @@ def test_unconstrained_judge_keeps_raw_on_parse_error():
     assert verdicts[1].raw == "I think step one is wrong"
 
 
-def test_engine_failure_becomes_error_rows():
-    judge = get_judge("llm", backend=ScriptedBackend(error=RuntimeError("CUDA out of memory")))
-    verdicts = judge.judge([ITEM, ITEM])
-    assert all(v.status == JudgeStatus.ERROR and "out of memory" in v.raw for v in verdicts)
+def test_a_failed_request_becomes_an_error_verdict_with_its_kind():
+    error = RequestError(ErrorKind.BAD_REQUEST, "400: maximum context length exceeded")
+    verdicts = get_judge("llm", backend=ScriptedBackend(error=error)).judge([ITEM, ITEM])
+    assert all(v.status == JudgeStatus.ERROR and v.error_kind == "bad_request" and "context length" in v.error
+               and v.first_error_step is None for v in verdicts)
+
+
+def test_a_service_failure_is_passed_on_for_the_stage_to_stop():
+    failure = ServiceError("cannot reach http://127.0.0.1:9/v1")
+    assert get_judge("llm", backend=ScriptedBackend(error=failure)).judge([ITEM]) == [failure]
 
 
 def test_constrained_judge_on_the_real_model_always_returns_a_valid_step(smollm2):
-    judge = get_judge("llm", backend=smollm2, constrained=True)
+    judge = get_judge("llm", smollm2, {"constrained": True})
     items = [ITEM, JudgeInput(ITEM.problem, ITEM.reference_solution, ["The answer is 8."])]
     verdicts = judge.judge(items)
     for item, verdict in zip(items, verdicts):
@@ -77,7 +85,7 @@ def test_constrained_judge_on_the_real_model_always_returns_a_valid_step(smollm2
 
 
 def test_free_generation_judge_on_the_real_model_is_parsed_strictly(smollm2):
-    verdict = get_judge("llm", backend=smollm2, constrained=False, max_new_tokens=8).judge([ITEM])[0]
+    verdict = get_judge("llm", smollm2, {"constrained": False, "max_new_tokens": 8}).judge([ITEM])[0]
     assert verdict.status in {JudgeStatus.OK, JudgeStatus.PARSE_ERROR}
     assert verdict.raw is not None
     if verdict.status == JudgeStatus.OK:

@@ -16,7 +16,8 @@ import pytest
 
 from sgpo_data.config import load_recipe
 from sgpo_data.schema import CONTRACT_COLUMNS, JudgeStatus
-from sgpo_data.stages import StageOutput, run_all
+from sgpo_data.run_reader import StageFiles
+from sgpo_data.stages import run_all
 from tests.helpers import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,10 +63,10 @@ def test_manifests_and_hf_export(pipeline_run):
     from datasets import load_from_disk
 
     for name in ("generate", "judge", "score", "export"):
-        manifest = StageOutput(pipeline_run, name).manifest()
+        manifest = StageFiles(pipeline_run, name).manifest()
         assert manifest["status"] == "complete"
         assert manifest["sgpo_data_version"] and manifest["input_fingerprint"] and manifest["config"]
-    stats = StageOutput(pipeline_run, "export").manifest()["statistics"]
+    stats = StageFiles(pipeline_run, "export").manifest()["statistics"]
     assert stats["responses"] == 16 and stats["prompts"] == 4
     dataset = load_from_disk(str(pipeline_run / "export" / "hf" / "flat"))
     assert dataset["train"].num_rows == 16

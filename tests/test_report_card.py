@@ -10,7 +10,8 @@ from sgpo_data.config import Recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.report import PLOTS, check_no_secrets, make_plots, read_manifests, read_scored, write_report
 from sgpo_data.scoring import score_stats, score_table
-from sgpo_data.stages.run_folder import StageOutput
+from sgpo_data.pipeline.folder import StageFolder
+from sgpo_data.run_reader import StageFiles
 
 DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -56,16 +57,15 @@ def make_run(root: Path, generate_config: dict | None = None, finish_score: bool
     config = generate_config or {k: recipe[k] for k in ("data", "generate", "grader")}
     for stage, table, cfg in [("generate", generated, config), ("judge", judged, {"judge": recipe["judge"]}),
                               ("score", scored, {"score": recipe["score"]})]:
-        out = StageOutput(root, stage)
+        out = StageFolder(root, stage)
         out.start(cfg, f"fp-{stage}", num_shards=2 if stage != "score" else 1)
         if stage == "score" and not finish_score:
             break
-        if stage == "score":
-            out.write_shard(0, table)
-        else:
-            out.write_shard(0, table.slice(0, 6))
-            out.write_shard(1, table.slice(6))
-        out.finish(score_stats(table) if stage == "score" else {"responses": table.num_rows})
+        parts = [table] if stage == "score" else [table.slice(0, 6), table.slice(6)]
+        for i, part in enumerate(parts):
+            out.write_shard(i, part, f"in-{i}", {})
+        stats = score_stats(table) if stage == "score" else {"responses": table.num_rows}
+        out.finish({i: f"in-{i}" for i in range(len(parts))}, lambda markers: stats)
     return root
 
 
@@ -121,7 +121,7 @@ def test_report_embeds_every_plot_and_the_manifest_statistics(which, request, tm
     assert path == tmp_path / "report" / "report.md"
     for stem in PLOTS:
         assert f"]({stem}.png)" in text and (path.parent / f"{stem}.png").read_bytes()[:8] == PNG
-    stats = StageOutput(folder, "score").manifest()["statistics"]
+    stats = StageFiles(folder, "score").manifest()["statistics"]
     assert_stats_match(text, stats)
     for source, s in stats["by_source"].items():
         assert re.search(rf"^\| {source} \| {s['prompts']} \| {s['responses']} \|", text, re.MULTILINE)
@@ -134,14 +134,14 @@ def test_report_defaults_to_run_report_and_names_models_and_reward_map(run):
     assert "| policy model | tiny-policy |" in text and "| judge model | tiny-judge |" in text
     assert "| reward map | sigmoid: r = sigmoid(5.0 * (rts - 0.5)) |" in text
     assert "num_samples=4" in text and "segmenter=paragraph" in text
-    stats = StageOutput(run, "score").manifest()["statistics"]
+    stats = StageFiles(run, "score").manifest()["statistics"]
     assert stats["judge_parse_errors"] == 1 and stats["judge_errors"] == 1 and stats["no_error_found"] == 1
 
 
 def test_incomplete_run_says_what_to_run(tmp_path):
     partial = make_run(tmp_path / "partial", finish_score=False)
     for call in (lambda: write_report(partial), lambda: render_card(partial, VIEWS, None)):
-        with pytest.raises(SgpoError, match="incomplete; run `sgpo-data score --out"):
+        with pytest.raises(SgpoError, match=r"incomplete.*; run `sgpo-data score --out"):
             call()
     with pytest.raises(SgpoError, match="sgpo-data generate"):
         write_report(tmp_path / "nothing-here")

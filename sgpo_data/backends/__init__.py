@@ -1,27 +1,31 @@
-"""Engines, chosen by name: `get_backend("transformers", model=...)`."""
+"""Engines, chosen by name: `get_backend("transformers", model=..., options={...})`. Each backend registers its
+own options model (`generate.backend_options` / `judge.backend_options` in a recipe)."""
 
 from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
+from sgpo_data.backends.openai_backend import OpenAIOptions
+from sgpo_data.backends.transformers_backend import TransformersOptions
 from sgpo_data.registry import Registry
 
 BACKENDS: Registry[Backend] = Registry("backend")
 
 
-@BACKENDS.register("transformers")
-def _transformers(**kwargs) -> Backend:
+@BACKENDS.register("transformers", options=TransformersOptions)
+def _transformers(model: str | None, options: TransformersOptions) -> Backend:
     from sgpo_data.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend(model=kwargs.get("model"), device=kwargs.get("device"), dtype=kwargs.get("dtype"))
+    return TransformersBackend(model=model, device=options.device, dtype=options.dtype)
 
 
-@BACKENDS.register("openai")
-def _openai(**kwargs) -> Backend:
+@BACKENDS.register("openai", options=OpenAIOptions)
+def _openai(model: str | None, options: OpenAIOptions) -> Backend:
     from sgpo_data.backends.openai_backend import OpenAIBackend
 
-    return OpenAIBackend(**kwargs)
+    return OpenAIBackend(model=model, options=options)
 
 
-def get_backend(name: str, **kwargs) -> Backend:
-    return BACKENDS.get(name, **kwargs)
+def get_backend(name: str, model: str | None = None, options: dict | None = None, key: str = "backend_options") -> Backend:
+    """The engine `name` holding `model`, its options validated by the backend's own model."""
+    return BACKENDS.get(name, model=model, options=BACKENDS.options(name, options, key))
 
 
 __all__ = ["BACKENDS", "Backend", "Completion", "Conversation", "SamplingParams", "get_backend"]

@@ -1,9 +1,17 @@
-"""The engine protocol: sample n completions per conversation; optionally pick one of fixed choices."""
+"""The engine protocol: sample n completions per conversation; optionally pick one of fixed choices.
+
+Each request ends with its result, or in its place a `RequestError` (the stage marks only that request's rows)
+or a `ServiceError` (the service itself failed: the stage records every result that came back, then stops)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
+
+from sgpo_data.errors import ServiceError
+from sgpo_data.outcomes import RequestError
+
+Outcome = RequestError | ServiceError  # what a request ends with when it has no result
 
 Conversation = list[dict[str, str]]  # chat messages: [{"role": "user", "content": "..."}]
 
@@ -39,10 +47,12 @@ class Backend(ABC):
     supports_choice: bool = False
 
     @abstractmethod
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each conversation, in order."""
+    def generate(self, conversations: list[Conversation], params: SamplingParams,
+                 seeds: list[int] | None = None) -> list[list[Completion] | Outcome]:
+        """Up to `params.n` completions for each conversation, in order (a server may return fewer), or the
+        request's error. `seeds`: one per conversation (default `params.seed + i`)."""
 
-    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int]:
+    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int | Outcome]:
         """For each conversation, the index of the answer the model finds most likely among its choices."""
         raise NotImplementedError(f"{type(self).__name__} cannot constrain answers to fixed choices")
 

@@ -1,8 +1,13 @@
 """Any OpenAI-compatible chat-completions endpoint: a vLLM server, a hosted API.
 
 Requests run concurrently (up to `max_concurrency` in flight) with the `openai` client, whose own retries
-cover only what is transient (connection errors, timeouts, 429, 5xx) with exponential backoff. The API key
-is read from the environment variable named by `api_key_env` and never stored.
+(`max_retries`, exponential backoff, `Retry-After` honoured) cover what is transient: connection errors,
+timeouts, 408/409/429 and 5xx. What is left after the retries is sorted by `classify`:
+- this request's fault (400/413/422, a 5xx or a timeout that persisted, a body that is not a chat completion)
+  → a `RequestError` in its place: only its rows are marked;
+- the service's fault (refused connections, 401/403, 404 for the model, 429 past the retries) → `ServiceError`:
+  requests not yet sent are not sent, and the stage stops after recording what came back.
+The API key is read from the environment variable named by `api_key_env` and never stored.
 
 With a vLLM server (`vllm_extensions=True`) the backend also asks for the generated token ids
 (`return_tokens_as_token_ids`) and constrains judge answers by guided choice (`structured_outputs`).
@@ -16,65 +21,101 @@ from __future__ import annotations
 import asyncio
 import os
 
-from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
-from sgpo_data.errors import SgpoError
+from pydantic import BaseModel, ConfigDict, Field
+
+from sgpo_data.backends.base import Backend, Completion, Conversation, Outcome, SamplingParams
+from sgpo_data.config import operational
+from sgpo_data.errors import SgpoError, ServiceError
+from sgpo_data.outcomes import ErrorKind, RequestError
+
+
+class OpenAIOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(None, description="the server, e.g. http://127.0.0.1:8000/v1; None: api.openai.com")
+    api_key_env: str = operational("OPENAI_API_KEY", description="environment variable holding the API key")
+    max_concurrency: int = operational(32, ge=1, description="requests in flight")
+    timeout_s: float = operational(300.0, gt=0, description="seconds one attempt of a request may take")
+    max_retries: int = operational(3, ge=0, description="retries of a transient failure, with backoff")
+    vllm_extensions: bool = Field(True, description="the server is vLLM: token ids and guided choice")
 
 
 class OpenAIBackend(Backend):
-    def __init__(self, model: str | None = None, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 max_concurrency: int = 32, timeout_s: float = 600.0, max_retries: int = 5,
-                 vllm_extensions: bool = True, **_):
+    def __init__(self, model: str | None, options: OpenAIOptions | None = None):
+        options = options or OpenAIOptions()
         if not model:
             raise SgpoError("the openai backend needs a model name (generate.model / judge.model), as the server serves it")
-        self.model_name = model
-        self.base_url = base_url
-        self.api_key = os.environ.get(api_key_env) or ("EMPTY" if base_url else None)
+        self.model_name, self.options = model, options
+        self.server = options.base_url or "https://api.openai.com/v1"
+        self.api_key = os.environ.get(options.api_key_env) or ("EMPTY" if options.base_url else None)
         if self.api_key is None:
-            raise SgpoError(f"no API key: set ${api_key_env}, or set a base_url for a local server that needs none")
-        self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
-        self.vllm_extensions = vllm_extensions
-        self.supports_choice = vllm_extensions
-
-    def _client(self):
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s,
-                           max_retries=self.max_retries)
+            raise SgpoError(f"no API key: set ${options.api_key_env}, or set a base_url for a local server that needs none")
+        self.vllm_extensions = self.supports_choice = options.vllm_extensions
 
     def _run(self, requests: list[dict]) -> list:
+        """Send every request; each ends with a ChatCompletion, a RequestError or a ServiceError."""
+        from openai import AsyncOpenAI
+
         async def run_all():
-            client = self._client()
-            gate = asyncio.Semaphore(self.max_concurrency)
+            client = AsyncOpenAI(base_url=self.options.base_url, api_key=self.api_key,
+                                 timeout=self.options.timeout_s, max_retries=self.options.max_retries)
+            gate = asyncio.Semaphore(self.options.max_concurrency)
+            failed: list[ServiceError] = []  # the first service failure: nothing more is sent after it
 
             async def one(request):
                 async with gate:
-                    return await client.chat.completions.create(model=self.model_name, **request)
+                    if failed:
+                        return failed[0]
+                    outcome = await self._send(client, request)
+                    if isinstance(outcome, ServiceError):
+                        failed.append(outcome)
+                    return outcome
 
             try:
                 return await asyncio.gather(*(one(r) for r in requests))
             finally:
                 await client.close()
 
-        from openai import APIConnectionError, APIStatusError
+        return asyncio.run(run_all())
 
+    async def _send(self, client, request: dict):
         try:
-            return asyncio.run(run_all())
-        except APIConnectionError as exc:
-            raise SgpoError(f"cannot reach {self.base_url or 'the OpenAI API'}: {exc}; is the server running?") from None
-        except APIStatusError as exc:
-            raise SgpoError(f"{self.base_url or 'the OpenAI API'} refused the request ({exc.status_code}): "
-                            f"{str(exc.message).splitlines()[0]}") from None
+            raw = await client.chat.completions.with_raw_response.create(model=self.model_name, **request)
+        except Exception as exc:  # sorted into this request's fault or the service's
+            return classify(exc, self.server, self.options)
+        body = raw.http_response.text
+        try:
+            completion = raw.parse()
+            if not isinstance(getattr(completion, "choices", None), list):
+                raise ValueError("no choices")
+            return completion
+        except Exception as exc:  # HTML, a truncated body, JSON that is not a chat completion
+            return RequestError(ErrorKind.INVALID_RESPONSE, f"not a chat completion ({type(exc).__name__}: {exc}); "
+                                f"body: {body!r}")
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, conversations: list[Conversation], params: SamplingParams,
+                 seeds: list[int] | None = None) -> list[list[Completion] | Outcome]:
+        seeds = seeds or [params.seed + i for i in range(len(conversations))]
         extra = {"return_tokens_as_token_ids": True} if self.vllm_extensions else {}
         requests = [
             {"messages": c, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
-             "max_tokens": params.max_new_tokens, "seed": params.seed + i, "logprobs": True, "extra_body": extra}
-            for i, c in enumerate(conversations)
+             "max_tokens": params.max_new_tokens, "seed": seed, "logprobs": True, "extra_body": extra}
+            for c, seed in zip(conversations, seeds)
         ]
-        return [[self._completion(choice) for choice in response.choices] for response in self._run(requests)]
+        results = []
+        for response in self._run(requests):
+            if isinstance(response, (RequestError, ServiceError)):
+                results.append(response)
+                continue
+            try:
+                results.append([self._completion(choice) for choice in response.choices])
+            except Exception as exc:
+                results.append(RequestError(ErrorKind.INVALID_RESPONSE, f"malformed choice: {type(exc).__name__}: {exc}"))
+        return results
 
     def _completion(self, choice) -> Completion:
+        if choice.message is None:
+            raise ValueError("a choice without a message")
         content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else None
         ids = None
         if content and self.vllm_extensions and all(t.token.startswith("token_id:") for t in content):
@@ -87,7 +128,7 @@ class OpenAIBackend(Backend):
             token_ids=ids,
         )
 
-    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int]:
+    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int | Outcome]:
         """vLLM's guided choice: the server can only produce one of the options."""
         if not self.vllm_extensions:
             return super().choose(conversations, choices)
@@ -98,9 +139,39 @@ class OpenAIBackend(Backend):
         ]
         picks = []
         for response, options in zip(self._run(requests), choices):
-            answer = (response.choices[0].message.content or "").strip()
-            if answer not in options:
-                raise SgpoError(f"the server answered {answer!r} outside the allowed choices; "
-                                "is it a vLLM server (guided choice)? set vllm_extensions: false otherwise")
-            picks.append(options.index(answer))
+            if isinstance(response, (RequestError, ServiceError)):
+                picks.append(response)
+                continue
+            answer = (response.choices[0].message.content or "").strip() if response.choices else None
+            picks.append(options.index(answer) if answer in options else RequestError(
+                ErrorKind.INVALID_RESPONSE, f"answer {answer!r} outside the allowed choices; is it a vLLM server "
+                "(guided choice)? set judge.backend_options.vllm_extensions: false otherwise"))
         return picks
+
+
+def classify(exc: Exception, server: str, options: OpenAIOptions) -> RequestError | ServiceError:
+    """What an exception left after the client's retries means: this request's fault, or the service's."""
+    import openai
+
+    first_line = (str(getattr(exc, "message", "") or exc).splitlines() or [""])[0][:300]
+    status = getattr(exc, "status_code", None)
+    tries = f"after {options.max_retries} retries"
+    if isinstance(exc, openai.APITimeoutError):
+        return RequestError(ErrorKind.TIMEOUT, f"no answer within timeout_s={options.timeout_s} {tries}")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return ServiceError(f"cannot reach {server} {tries}: {type(cause).__name__}: {str(cause)[:200]}; "
+                            "is the server running? rerun the same command once it is back")
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return ServiceError(f"{server} refused the credentials ({status}): {first_line}; "
+                            f"check ${options.api_key_env}")
+    if isinstance(exc, openai.RateLimitError):
+        return ServiceError(f"{server} rate-limited the requests (429) {tries}: {first_line}; "
+                            "lower max_concurrency or raise max_retries, then rerun")
+    if isinstance(exc, openai.NotFoundError):
+        return ServiceError(f"{server} answered 404: {first_line}; check the model name and base_url")
+    if isinstance(exc, openai.InternalServerError) or (status or 0) >= 500:
+        return RequestError(ErrorKind.SERVER_ERROR, f"{status} {tries}: {first_line}")
+    if isinstance(exc, openai.APIStatusError):
+        return RequestError(ErrorKind.BAD_REQUEST, f"{status}: {first_line}")
+    return RequestError(ErrorKind.INVALID_RESPONSE, f"{type(exc).__name__}: {first_line}")

@@ -3,11 +3,29 @@ likelihood (so even a small judge always returns one of the allowed answers)."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
 from sgpo_data.backends.models import load_model
 from sgpo_data.errors import SgpoError
+
+
+class TransformersOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, mps; None: cuda when available, else cpu")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(None, description="None: bf16 on GPU, fp32 on CPU")
+
+
+def batch_seed(seeds: list[int]) -> int:
+    """One torch seed for a batch: the same requests in the same batch sample the same tokens."""
+    if len(seeds) == 1:
+        return seeds[0]
+    return int.from_bytes(hashlib.sha256(",".join(map(str, seeds)).encode()).digest()[:4], "little")
 
 
 class TransformersBackend(Backend):
@@ -36,13 +54,14 @@ class TransformersBackend(Backend):
     def _prompt_text(self, conversation: Conversation) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, conversations: list[Conversation], params: SamplingParams,
+                 seeds: list[int] | None = None) -> list[list[Completion]]:
         import torch
 
         texts = [self._prompt_text(c) for c in conversations]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = params.temperature > 0
-        torch.manual_seed(params.seed)
+        torch.manual_seed(batch_seed(seeds) if seeds else params.seed)
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,

@@ -13,6 +13,8 @@ import re
 from multiprocessing.pool import Pool
 from typing import Callable
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sgpo_data.errors import SgpoError
 from sgpo_data.graders import GRADERS
 from sgpo_data.graders.base import Grader, GradeResult
@@ -46,7 +48,14 @@ def _warm_worker() -> None:
     math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 
 
-@GRADERS.register("math_verify")
+class MathVerifyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(5.0, gt=0, description="per-row time limit for extraction + verification")
+    last_number_fallback: bool = Field(True, description="use the response's last number when no answer marker is found")
+
+
+@GRADERS.register("math_verify", options=MathVerifyOptions)
 class MathVerifyGrader(Grader):
     """Extract the final answer (see `extract.py`) and compare it to the reference with math-verify.
 

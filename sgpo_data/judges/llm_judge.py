@@ -10,10 +10,20 @@ from __future__ import annotations
 from importlib import resources
 from string import Template
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sgpo_data.backends import Backend, SamplingParams
+from sgpo_data.errors import ServiceError
 from sgpo_data.judges.base import Judge, JudgeInput, Verdict
 from sgpo_data.judges.parse import parse_first_error
-from sgpo_data.schema import JudgeStatus
+from sgpo_data.outcomes import RequestError
+
+
+class LLMJudgeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it")
+    max_new_tokens: int = Field(16, ge=1, description="answer budget when the judge generates freely")
 
 
 def load_template(name: str = "first_error.txt") -> Template:
@@ -31,34 +41,35 @@ def render_prompt(template: Template, item: JudgeInput) -> str:
 
 
 class LLMJudge(Judge):
-    def __init__(self, backend: Backend, constrained: bool = True, max_new_tokens: int = 16, batch_size: int = 8):
+    def __init__(self, backend: Backend, options: LLMJudgeOptions | None = None):
+        options = options or LLMJudgeOptions()
         self.backend = backend
         self.model_name = backend.model_name
-        self.constrained = constrained and backend.supports_choice
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
+        self.constrained = options.constrained and backend.supports_choice
+        self.max_new_tokens = options.max_new_tokens
         self.template = load_template()
 
     def conversation(self, item: JudgeInput) -> list[dict[str, str]]:
         return [{"role": "user", "content": render_prompt(self.template, item)}]
 
-    def judge(self, items: list[JudgeInput]) -> list[Verdict]:
-        verdicts: list[Verdict] = []
-        for start in range(0, len(items), self.batch_size):
-            batch = items[start : start + self.batch_size]
-            try:
-                raws = self._answers(batch)
-            except Exception as exc:  # an engine failure marks these rows, the stage goes on
-                verdicts += [Verdict(None, JudgeStatus.ERROR, f"{type(exc).__name__}: {exc}") for _ in batch]
-                continue
-            verdicts += [parse_first_error(raw, len(item.steps)) for raw, item in zip(raws, batch)]
+    def judge(self, items: list[JudgeInput]) -> list[Verdict | ServiceError]:
+        """One engine call for all items; each request's failure stays with its own item."""
+        verdicts = []
+        for raw, item in zip(self._answers(items), items):
+            if isinstance(raw, ServiceError):
+                verdicts.append(raw)
+            elif isinstance(raw, RequestError):
+                verdicts.append(Verdict.failed(raw))
+            else:
+                verdicts.append(parse_first_error(raw, len(item.steps)))
         return verdicts
 
-    def _answers(self, batch: list[JudgeInput]) -> list[str]:
+    def _answers(self, batch: list[JudgeInput]) -> list:
         conversations = [self.conversation(item) for item in batch]
         if self.constrained:
             choices = [[str(i) for i in range(-1, len(item.steps))] for item in batch]
             picks = self.backend.choose(conversations, choices)
-            return [options[p] for options, p in zip(choices, picks)]
+            return [p if isinstance(p, (RequestError, ServiceError)) else options[p] for options, p in zip(choices, picks)]
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return [group[0].text for group in self.backend.generate(conversations, params)]
+        return [g if isinstance(g, (RequestError, ServiceError)) else (g[0].text if g else None)
+                for g in self.backend.generate(conversations, params)]

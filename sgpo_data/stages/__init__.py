@@ -1,35 +1,17 @@
-"""The stages of a run, in order; each reads the previous stage's folder and writes its own."""
+"""The stages of a run, in order, one file each; importing this package registers them in `pipeline.STAGES`.
+Each reads the previous stage's folder and writes its own; the runner (`sgpo_data.pipeline`) does the rest."""
 
-from sgpo_data.stages.export import run_export
-from sgpo_data.stages.generate import run_generate
-from sgpo_data.stages.judge import run_judge
-from sgpo_data.stages.progress import Progress
-from sgpo_data.stages.run_folder import STAGE_ORDER, StageOutput
-from sgpo_data.stages.score import run_score
-
-STAGES = {"generate": run_generate, "judge": run_judge, "score": run_score, "export": run_export}
+from sgpo_data.pipeline import Progress, ShardSpec, StageResult, check_recipe, run_stage
+from sgpo_data.run_reader import STAGE_ORDER
+from sgpo_data.stages import export, generate, judge, score  # noqa: F401  (registration)
 
 
-def check_recipe(recipe) -> None:
-    """Every part name resolves, before any data or model is loaded."""
-    from sgpo_data.backends import BACKENDS
-    from sgpo_data.graders import GRADERS
-    from sgpo_data.judges import JUDGES
-    from sgpo_data.segmenters import SEGMENTERS
-
-    BACKENDS.check(recipe.generate.backend, "generate.backend")
-    GRADERS.check(recipe.grader.name, "grader.name")
-    JUDGES.check(recipe.judge.name, "judge.name")
-    BACKENDS.check(recipe.judge.backend, "judge.backend")
-    SEGMENTERS.check(recipe.judge.segmenter, "judge.segmenter")
-
-
-def run_all(recipe, out, overwrite: bool = False, progress: Progress | None = None) -> StageOutput:
+def run_all(recipe, out, overwrite: bool = False, progress: Progress | None = None, shard: ShardSpec = ShardSpec(),
+            executor=None) -> list[StageResult]:
+    """Every stage in order, in this process."""
     check_recipe(recipe)
-    stage = None
-    for name in STAGE_ORDER:
-        stage = STAGES[name](recipe, out, overwrite=overwrite, progress=progress)
-    return stage
+    return [run_stage(name, recipe, out, shard=shard, overwrite=overwrite, progress=progress, executor=executor)
+            for name in STAGE_ORDER]
 
 
-__all__ = ["STAGES", "STAGE_ORDER", "check_recipe", "Progress", "StageOutput", "run_all"]
+__all__ = ["STAGE_ORDER", "check_recipe", "run_all", "run_stage"]

@@ -1,11 +1,12 @@
 """export: the scored rows as views for TRL, verl, stepwise PRM training and `datasets`.
 
 RUN/export/
-  part-00000.parquet          every contract column, every row (the run's record, unfiltered)
+  part-00000.parquet          every contract column, every row (the run's record, unfiltered, rows in error too)
   <view>/<split>-00000-of-00001.parquet   each view after the export filters, split by prompt
   hf/<view>/                  a DatasetDict per view (save_to_disk)
   README.md, plots/, recipe.yaml          the dataset card, its plots, the configuration of every stage
-The layout of everything but part-*/hf/ is the Hub repository's, so publishing uploads the folder as it is.
+Rows in error (a failed generate or judge request) are left out of every view, and counted in the manifest and
+the card. The layout of everything but part-*/hf/ is the Hub repository's, so publishing uploads it as it is.
 """
 
 from __future__ import annotations
@@ -18,87 +19,101 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from sgpo_data.config import Recipe
 from sgpo_data.export import apply_filters, get_view, split_by_prompt
-from sgpo_data.schema import CONTRACT_COLUMNS
-from sgpo_data.stages.progress import Progress
-from sgpo_data.stages.run_folder import StageOutput
+from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
+from sgpo_data.prompts import conversation, recorded_recipe
+from sgpo_data.run_reader import StageFiles, generate_config, read_manifests
+from sgpo_data.schema import CONTRACT_COLUMNS, SCORE_SCHEMA, error_rows
+from sgpo_data.stages.score import whole_upstream
 
 
-def run_export(recipe: Recipe, out, overwrite: bool = False, progress: Progress | None = None) -> StageOutput:
-    cfg = recipe.export
-    upstream = StageOutput(out, "score")
-    upstream.require_complete()
-    table = upstream.read()
-    views = {name: get_view(name, conversational=cfg.conversational) if name == "trl" else get_view(name)
-             for name in cfg.views}
-    for view in views.values():
-        view.check(table)  # a view the run cannot make fails before anything is written
-    stage = StageOutput(out, "export")
-    stage.start({"export": cfg.model_dump()}, upstream.output_fingerprint(), 1, overwrite)
-    counts = {}
-    if not stage.is_done(0):
-        counts = _write_views(stage, table, views, recipe)
-        if cfg.card:
-            _write_card(stage, table, {name: list(counts["splits"]) for name in views}, cfg.license)
-        stage.write_shard(0, table.select(CONTRACT_COLUMNS))  # written last: its marker completes the stage
-    stats = dict(upstream.manifest()["statistics"])
-    stats["export"] = counts or (stage.manifest().get("statistics") or {}).get("export", {})
-    stage.finish(stats)
-    return stage
+@STAGES.register("export")
+class ExportStage(Stage):
+    name = "export"
+    upstream = "score"
+    needs = tuple(SCORE_SCHEMA.names)
+    adds = ()
+
+    def config(self) -> dict:
+        return {"export": self.recipe.export.model_dump()}
+
+    def plan(self, upstream: StageFiles) -> tuple[list[Shard], str]:
+        return whole_upstream(upstream)
+
+    def views(self) -> dict:
+        cfg = self.recipe.export
+        return {name: get_view(name, conversational=cfg.conversational) if name == "trl" else get_view(name)
+                for name in cfg.views}
+
+    def process(self, shard: Shard) -> ShardOutput:
+        table = shard.load()
+        self.check_input(table, str(shard.paths[0].parent))
+        views = self.views()
+        for view in views.values():
+            view.check(table)  # a view the run cannot make fails before anything is written
+        folder = StageFiles(self.run, self.name).dir
+        failed = error_rows(table)
+        counts = self._write_views(folder, table.filter(pa.array(~failed)), views)
+        counts["rows_in_error_left_out"] = int(failed.sum())
+        if self.recipe.export.card:
+            self._write_card(folder, table, {name: list(counts["splits"]) for name in views}, counts)
+        self.advance(table.num_rows)
+        return ShardOutput(table.select(CONTRACT_COLUMNS), stats=counts)
+
+    def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
+        stats = dict(StageFiles(self.run, "score").manifest()["statistics"])
+        stats["export"] = shard_stats[0]
+        return stats
+
+    def _write_views(self, folder: Path, table: pa.Table, views: dict) -> dict:
+        cfg = self.recipe.export
+        kept, filtered = apply_filters(
+            table, drop_zero_advantage_groups=cfg.drop_zero_advantage_groups, only_all_negative=cfg.only_all_negative,
+            min_response_tokens=cfg.min_response_tokens, max_response_tokens=cfg.max_response_tokens,
+            dedupe_within_group=cfg.dedupe_within_group,
+        )
+        splits = split_by_prompt(kept, cfg.test_size, cfg.split_seed)
+        prompts = {split: row_prompts(self.run, part) for split, part in splits.items()}
+        rows: dict[str, dict[str, int]] = {}
+        for name, view in views.items():
+            built = {split: view.build(part, prompts[split]) for split, part in splits.items()}
+            rows[name] = {split: t.num_rows for split, t in built.items()}
+            if "parquet" in cfg.formats:
+                target = folder / name
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                for split, t in built.items():
+                    pq.write_table(t, target / f"{split}-00000-of-00001.parquet")
+            if "hf" in cfg.formats:
+                _save_hf(built, folder / "hf" / name)
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(self._recipe_of_run(), sort_keys=False))
+        return {"filters": filtered, "rows_after_filters": kept.num_rows,
+                "splits": {split: part.num_rows for split, part in splits.items()}, "views": rows}
+
+    def _recipe_of_run(self) -> dict:
+        """The configuration every stage actually ran with, as one recipe."""
+        tree = {}
+        for manifest in read_manifests(self.run, ["generate", "judge", "score"]).values():
+            tree.update(manifest["config"])
+        tree["export"] = self.recipe.export.model_dump()
+        return tree
+
+    def _write_card(self, folder: Path, table: pa.Table, views: dict[str, list[str]], counts: dict) -> None:
+        from sgpo_data.card import render_card
+        from sgpo_data.report import make_plots
+
+        stats = StageFiles(self.run, "score").manifest()["statistics"]
+        scored = table.filter(pa.array(~error_rows(table)))
+        plots = make_plots(scored, stats, folder / "plots")
+        relative = {stem: f"plots/{path.name}" for stem, path in plots.items()}
+        (folder / "README.md").write_text(render_card(self.run, views, relative, license=self.recipe.export.license,
+                                                      export_counts=counts))
 
 
 def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:
     """The chat messages each row's policy saw, rebuilt from the generate stage's recorded config."""
-    from sgpo_data.stages.generate import conversation, recorded_recipe
-
-    recipe = recorded_recipe(StageOutput(run, "generate").manifest()["config"])
-    return [conversation(recipe, problem) for problem in table["problem"].to_pylist()]
-
-
-def _write_views(stage: StageOutput, table: pa.Table, views: dict, recipe: Recipe) -> dict:
-    cfg = recipe.export
-    kept, filtered = apply_filters(
-        table, drop_zero_advantage_groups=cfg.drop_zero_advantage_groups, only_all_negative=cfg.only_all_negative,
-        min_response_tokens=cfg.min_response_tokens, max_response_tokens=cfg.max_response_tokens,
-        dedupe_within_group=cfg.dedupe_within_group,
-    )
-    splits = split_by_prompt(kept, cfg.test_size, cfg.split_seed)
-    prompts = {split: row_prompts(stage.run, part) for split, part in splits.items()}
-    rows: dict[str, dict[str, int]] = {}
-    for name, view in views.items():
-        built = {split: view.build(part, prompts[split]) for split, part in splits.items()}
-        rows[name] = {split: t.num_rows for split, t in built.items()}
-        if "parquet" in cfg.formats:
-            folder = stage.dir / name
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            for split, t in built.items():
-                pq.write_table(t, folder / f"{split}-00000-of-00001.parquet")
-        if "hf" in cfg.formats:
-            _save_hf(built, stage.dir / "hf" / name)
-    (stage.dir / "recipe.yaml").write_text(yaml.safe_dump(_recipe_of_run(stage.run, recipe), sort_keys=False))
-    return {"filters": filtered, "rows_after_filters": kept.num_rows,
-            "splits": {split: part.num_rows for split, part in splits.items()}, "views": rows}
-
-
-def _recipe_of_run(run: Path, recipe: Recipe) -> dict:
-    """The configuration every stage actually ran with, as one recipe."""
-    tree = {}
-    for stage in ("generate", "judge", "score"):
-        tree.update(StageOutput(run, stage).manifest()["config"])
-    tree["export"] = recipe.export.model_dump()
-    return tree
-
-
-def _write_card(stage: StageOutput, table: pa.Table, views: dict[str, list[str]], license: str) -> None:
-    from sgpo_data.card import render_card
-    from sgpo_data.report import make_plots
-
-    stats = StageOutput(stage.run, "score").manifest()["statistics"]
-    plots = make_plots(table, stats, stage.dir / "plots")
-    relative = {stem: f"plots/{path.name}" for stem, path in plots.items()}
-    (stage.dir / "README.md").write_text(render_card(stage.run, views, relative, license=license))
+    generate = recorded_recipe(generate_config(run)).generate
+    return [conversation(generate, problem) for problem in table["problem"].to_pylist()]
 
 
 def _save_hf(splits: dict[str, pa.Table], target: Path) -> None:

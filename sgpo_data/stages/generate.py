@@ -1,8 +1,12 @@
 """generate: G sampled responses per prompt, graded against the reference answer.
 
-Shards are fixed runs of `prompts_per_shard` prompts and engine calls are fixed batches inside a shard, each
-seeded from the recipe seed and its prompt ids, so a rerun after a crash reproduces the same rows; finished
-calls come from the run's call cache.
+Shards are fixed runs of `prompts_per_shard` prompts; inside a shard, engine calls are fixed batches of
+`batch_size / G` prompts. Each prompt's seed comes from the recipe seed and its prompt id, and each request is
+cached on its own (model, messages, sampling, seed), so a rerun pays only for what did not come back.
+
+Every prompt yields exactly G rows. A request that fails marks its prompt's rows (`generate_status` error, the
+kind and text kept, `response` null); a server that returns fewer choices than asked is asked again for the
+missing samples (`max_refills` times, each with a seed of its own), and a shortfall that persists is a row error.
 """
 
 from __future__ import annotations
@@ -11,112 +15,159 @@ import hashlib
 
 import pyarrow as pa
 
-from sgpo_data.backends import Backend, Completion, SamplingParams, get_backend
-from sgpo_data.config import Recipe
+from sgpo_data.backends import BACKENDS, Completion, SamplingParams, get_backend
+from sgpo_data.config import identity
 from sgpo_data.data import load_prompts
-from sgpo_data.graders import get_grader
-from sgpo_data.schema import GENERATE_SCHEMA
-from sgpo_data.stages.cache import CallCache, request_key
-from sgpo_data.stages.progress import Progress
-from sgpo_data.stages.run_folder import StageOutput, fingerprint_table
-from sgpo_data.stats import summarize
+from sgpo_data.errors import ServiceError
+from sgpo_data.graders import GRADERS, get_grader
+from sgpo_data.outcomes import ErrorKind, RequestError
+from sgpo_data.pipeline.cache import CallCache, request_key
+from sgpo_data.pipeline.folder import fingerprint_table
+from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
+from sgpo_data.prompts import conversation
+from sgpo_data.schema import GENERATE_FIELDS, GENERATE_SCHEMA, GenerateStatus, GradeStatus, PROMPT_SCHEMA
 
 
-def batch_seed(seed: int, prompt_ids: list[str]) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{'|'.join(prompt_ids)}".encode()).digest()[:4], "little")
+def prompt_seed(seed: int, prompt_id: str, drawn: int = 0) -> int:
+    """The seed of a prompt's request; `drawn` > 0 for a refill after a server returned only `drawn` samples."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}:{drawn}".encode()).digest()[:4], "little")
 
 
-def conversation(recipe: Recipe, problem: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": recipe.generate.system_prompt}] if recipe.generate.system_prompt else []
-    return messages + [{"role": "user", "content": recipe.generate.prompt_template.replace("{problem}", problem)}]
+@STAGES.register("generate")
+class GenerateStage(Stage):
+    name = "generate"
+    upstream = None
+    needs = tuple(PROMPT_SCHEMA.names)
+    adds = tuple(GENERATE_FIELDS)
+    status_column, error_kind_column = "generate_status", "generate_error_kind"
+
+    def check(self) -> None:
+        cfg = self.recipe
+        BACKENDS.check(cfg.generate.backend, "generate.backend")
+        self.backend_options = BACKENDS.options(cfg.generate.backend, cfg.generate.backend_options, "generate.backend_options")
+        GRADERS.check(cfg.grader.name, "grader.name")
+        GRADERS.options(cfg.grader.name, cfg.grader.options, "grader.options")
+
+    def config(self) -> dict:
+        generate = self.recipe.generate.model_dump(exclude={"max_refills"})  # operational: how hard to ask
+        generate["backend_options"] = identity(self.backend_options)
+        return {"data": self.recipe.data.model_dump(), "generate": generate, "grader": self.recipe.grader.model_dump()}
+
+    def plan(self, upstream) -> tuple[list[Shard], str]:
+        prompts = load_prompts(self.recipe.data)
+        per_shard, G = self.recipe.generate.prompts_per_shard, self.recipe.generate.sampling.num_samples
+        shards = []
+        for i in range(-(-prompts.num_rows // per_shard)):
+            part = prompts.slice(i * per_shard, per_shard)
+            shards.append(Shard(i, fingerprint_table(part), part.num_rows * G, table=part))
+        return shards, fingerprint_table(prompts)
+
+    def open(self, run) -> None:
+        super().open(run)
+        self.check()
+        self._backend = None
+        self.grader = get_grader(self.recipe.grader.name, self.recipe.grader.options)
+
+    @property
+    def backend(self):
+        """Loaded at the first request the cache cannot answer: a rerun of cached work loads no model."""
+        if self._backend is None:
+            gen = self.recipe.generate
+            self._backend = get_backend(gen.backend, gen.model, gen.backend_options, "generate.backend_options")
+        return self._backend
+
+    def close(self) -> None:
+        self.grader.close()
+        if self._backend is not None:
+            self._backend.close()
+
+    def process(self, shard: Shard) -> ShardOutput:
+        from sgpo_data.run_reader import StageFiles
+
+        prompts = shard.load().to_pylist()
+        gen = self.recipe.generate
+        per_call = max(1, gen.batch_size // gen.sampling.num_samples)
+        rows: list[dict] = []
+        with CallCache(StageFiles(self.run, self.name).cache_path(shard.index)) as cache:
+            for start in range(0, len(prompts), per_call):
+                batch = prompts[start : start + per_call]
+                rows += self._generate(batch, cache)
+                self.advance(len(batch) * gen.sampling.num_samples)
+        return ShardOutput(self._grade(pa.Table.from_pylist(rows)))
+
+    def _generate(self, batch: list[dict], cache: CallCache) -> list[dict]:
+        """G rows per prompt of `batch`: cached samples first, then requests for the missing ones."""
+        gen = self.recipe.generate
+        G = gen.sampling.num_samples
+        conversations = [conversation(gen, row["problem"]) for row in batch]
+        keys = [request_key(backend=gen.backend, model=gen.model, options=identity(self.backend_options),
+                            messages=c, sampling=gen.sampling.model_dump(exclude={"num_samples"}),
+                            seed=prompt_seed(gen.sampling.seed, row["prompt_id"]))
+                for c, row in zip(conversations, batch)]
+        entries = [cache.get(key) or {"model": None, "samples": []} for key in keys]
+        errors: dict[int, RequestError] = {}
+        for _ in range(1 + gen.max_refills):
+            todo = [i for i, e in enumerate(entries) if len(e["samples"]) < G and i not in errors]
+            fatal = None
+            for n in sorted({G - len(entries[i]["samples"]) for i in todo}):  # one engine call per sample count
+                idx = [i for i in todo if G - len(entries[i]["samples"]) == n]
+                seeds = [prompt_seed(gen.sampling.seed, batch[i]["prompt_id"], len(entries[i]["samples"])) for i in idx]
+                params = SamplingParams(n=n, temperature=gen.sampling.temperature, top_p=gen.sampling.top_p,
+                                        max_new_tokens=gen.sampling.max_new_tokens, seed=seeds[0])
+                results = self.backend.generate([conversations[i] for i in idx], params, seeds)
+                done = {}
+                for i, result in zip(idx, results):
+                    if isinstance(result, ServiceError):
+                        fatal = fatal or result
+                    elif isinstance(result, RequestError):
+                        errors[i] = result
+                    elif result:
+                        entries[i]["samples"] += [c.to_dict() for c in result[:n]]
+                        entries[i]["model"] = self.backend.model_name
+                        done[keys[i]] = entries[i]
+                cache.put_many(done)  # what came back is kept before a service failure stops the stage
+            if fatal:
+                raise fatal
+        rows = []
+        for i, row in enumerate(batch):
+            samples = entries[i]["samples"]
+            for idx in range(G):
+                if idx < len(samples):
+                    rows.append(_row(row, idx, entries[i]["model"], Completion(**samples[idx])))
+                else:
+                    error = errors.get(i) or RequestError(
+                        ErrorKind.INVALID_RESPONSE, f"the server returned {len(samples)} of {G} samples after "
+                        f"{gen.max_refills} refill request(s)")
+                    rows.append(_row(row, idx, entries[i]["model"] or gen.model, None, error))
+        return rows
+
+    def _grade(self, table: pa.Table) -> pa.Table:
+        responses = table["response"].to_pylist()
+        answered = [i for i, r in enumerate(responses) if r is not None]
+        results = dict(zip(answered, self.grader.grade([responses[i] for i in answered],
+                                                       [table["reference_answer"][i].as_py() for i in answered])))
+        columns = {
+            "pred_answer": [results[i].pred_answer if i in results else None for i in range(table.num_rows)],
+            "is_correct": [results[i].is_correct if i in results else None for i in range(table.num_rows)],
+            "grade_status": [results[i].status if i in results else GradeStatus.NO_RESPONSE for i in range(table.num_rows)],
+        }
+        for name, values in columns.items():
+            table = table.append_column(name, pa.array(values, GENERATE_SCHEMA.field(name).type))
+        return table.select(GENERATE_SCHEMA.names).cast(GENERATE_SCHEMA)
 
 
-def recorded_recipe(config: dict | None) -> Recipe:
-    """The recipe sections a generate stage recorded in its manifest config (defaults where absent)."""
-    return Recipe.model_validate({k: v for k, v in (config or {}).items() if k in ("data", "generate", "grader")})
-
-
-def stage_config(recipe: Recipe) -> dict:
+def _row(prompt: dict, idx: int, model: str | None, completion: Completion | None, error: RequestError | None = None) -> dict:
+    ok = completion is not None
     return {
-        "data": recipe.data.model_dump(),
-        "generate": recipe.generate.model_dump(),
-        "grader": recipe.grader.model_dump(),
+        **prompt,
+        "sample_idx": idx,
+        "response": completion.text if ok else None,
+        "finish_reason": completion.finish_reason if ok else None,
+        "policy_model": model,
+        "response_tokens": completion.num_tokens if ok else None,
+        "response_logprobs": completion.logprobs if ok else None,
+        "response_token_ids": completion.token_ids if ok else None,
+        "generate_status": GenerateStatus.OK if ok else GenerateStatus.ERROR,
+        "generate_error_kind": None if ok else error.kind,
+        "generate_error": None if ok else error.message,
     }
-
-
-def run_generate(recipe: Recipe, out, overwrite: bool = False, progress: Progress | None = None) -> StageOutput:
-    progress = progress or Progress()
-    prompts = load_prompts(recipe.data)
-    per_shard = recipe.generate.prompts_per_shard
-    num_shards = -(-prompts.num_rows // per_shard)
-    stage = StageOutput(out, "generate")
-    stage.start(stage_config(recipe), fingerprint_table(prompts), num_shards, overwrite)
-    pending = [i for i in range(num_shards) if not stage.is_done(i)]
-    if pending:
-        G = recipe.generate.sampling.num_samples
-        backend = get_backend(recipe.generate.backend, **recipe.generate.backend_kwargs())
-        cache = CallCache(stage.run / "cache" / "calls.sqlite")
-        task = progress.task("generate", total=len(pending) * per_shard * G)
-        with get_grader(recipe.grader.name, **recipe.grader.model_dump(exclude={"name"})) as grader:
-            for shard in pending:
-                rows = prompts.slice(shard * per_shard, per_shard).to_pylist()
-                table = _generate_shard(recipe, rows, backend, cache, lambda n: progress.advance(task, n))
-                table = _grade(table, grader)
-                stage.write_shard(shard, table)
-        cache.close()
-        backend.close()
-    stage.finish(summarize(stage.read_parts()))
-    return stage
-
-
-def _generate_shard(recipe: Recipe, rows: list[dict], backend: Backend, cache: CallCache, advance) -> pa.Table:
-    sampling = recipe.generate.sampling
-    per_call = max(1, recipe.generate.batch_size // sampling.num_samples)
-    out: list[dict] = []
-    for start in range(0, len(rows), per_call):
-        batch = rows[start : start + per_call]
-        conversations = [conversation(recipe, row["problem"]) for row in batch]
-        params = SamplingParams(
-            n=sampling.num_samples,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens,
-            seed=batch_seed(sampling.seed, [row["prompt_id"] for row in batch]),
-        )
-        key = request_key(
-            backend=recipe.generate.backend, model=backend.model_name, conversations=conversations, params=params.to_dict()
-        )
-        cached = cache.get(key)
-        if cached is None:
-            groups = backend.generate(conversations, params)
-            cache.put(key, [[c.to_dict() for c in group] for group in groups])
-        else:
-            groups = [[Completion(**c) for c in group] for group in cached]
-        for row, group in zip(batch, groups):
-            for idx, completion in enumerate(group):
-                out.append(
-                    {
-                        **row,
-                        "sample_idx": idx,
-                        "response": completion.text,
-                        "finish_reason": completion.finish_reason,
-                        "policy_model": backend.model_name,
-                        "response_tokens": completion.num_tokens,
-                        "response_logprobs": completion.logprobs,
-                        "response_token_ids": completion.token_ids,
-                    }
-                )
-        advance(len(batch) * sampling.num_samples)
-    return pa.Table.from_pylist(out)
-
-
-def _grade(table: pa.Table, grader) -> pa.Table:
-    results = grader.grade(table["response"].to_pylist(), table["reference_answer"].to_pylist())
-    columns = {
-        "pred_answer": [r.pred_answer for r in results],
-        "is_correct": [r.is_correct for r in results],
-        "grade_status": [r.status for r in results],
-    }
-    for name, values in columns.items():
-        table = table.append_column(name, pa.array(values, GENERATE_SCHEMA.field(name).type))
-    return table.select(GENERATE_SCHEMA.names).cast(GENERATE_SCHEMA)

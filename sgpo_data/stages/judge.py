@@ -1,84 +1,141 @@
 """judge: cut every response into steps, then ask the step judge for the first wrong step of each wrong
-response (of every response with `judge.judge_correct`). One output shard per generate shard."""
+response (of every response with `judge.judge_correct`). One output shard per generate shard.
+
+Each judged row is cached on its own, keyed by the judge, its engine and the rendered item, never by batch
+size or timeouts. A failed request marks only its row (`judge_status` error, kind and text kept); rows whose
+generation failed are not judged (`skipped_no_response`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from sgpo_data.backends import get_backend
-from sgpo_data.config import Recipe
-from sgpo_data.judges import JudgeInput, Verdict, get_judge
-from sgpo_data.schema import JUDGE_SCHEMA, JudgeStatus
-from sgpo_data.segmenters import get_segmenter
-from sgpo_data.stages.cache import CallCache, request_key
-from sgpo_data.stages.progress import Progress
-from sgpo_data.stages.run_folder import StageOutput
-from sgpo_data.stats import summarize
-
-
-def stage_config(recipe: Recipe) -> dict:
-    return {"judge": recipe.judge.model_dump()}
+from sgpo_data.backends import BACKENDS, get_backend
+from sgpo_data.config import identity
+from sgpo_data.errors import ServiceError
+from sgpo_data.judges import JUDGES, JudgeInput, Verdict, get_judge
+from sgpo_data.pipeline.cache import CallCache, request_key
+from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
+from sgpo_data.run_reader import StageFiles
+from sgpo_data.schema import GENERATE_SCHEMA, JUDGE_FIELDS, JUDGE_SCHEMA, JudgeStatus
+from sgpo_data.segmenters import SEGMENTERS, get_segmenter
 
 
-def run_judge(recipe: Recipe, out, overwrite: bool = False, progress: Progress | None = None) -> StageOutput:
-    progress = progress or Progress()
-    cfg = recipe.judge
-    segmenter = get_segmenter(cfg.segmenter)  # fail on a bad name before any model loads
-    upstream = StageOutput(out, "generate")
-    upstream.require_complete()
-    num_shards = upstream.manifest()["num_shards"]
-    stage = StageOutput(out, "judge")
-    stage.start(stage_config(recipe), upstream.output_fingerprint(), num_shards, overwrite)
-    pending = [i for i in range(num_shards) if not stage.is_done(i)]
-    if pending:
-        backend = get_backend(cfg.backend, **cfg.backend_kwargs())
-        judge = get_judge(cfg.name, backend=backend, constrained=cfg.constrained,
-                          max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        cache = CallCache(stage.run / "cache" / "calls.sqlite")
-        shards = {i: pq.read_table(upstream.part(i)) for i in pending}
-        to_judge = sum(int(_selected(t, cfg.judge_correct).sum()) for t in shards.values())
-        task = progress.task("judge", total=to_judge)
-        for i, table in shards.items():
-            stage.write_shard(i, _judge_shard(table, recipe, segmenter, judge, cache, lambda n: progress.advance(task, n)))
-        cache.close()
-        backend.close()
-    stage.finish(summarize(stage.read_parts()))
-    return stage
+@STAGES.register("judge")
+class JudgeStage(Stage):
+    name = "judge"
+    upstream = "generate"
+    needs = tuple(GENERATE_SCHEMA.names)
+    adds = tuple(JUDGE_FIELDS)
+    status_column, error_kind_column = "judge_status", "judge_error_kind"
+
+    def check(self) -> None:
+        cfg = self.recipe.judge
+        JUDGES.check(cfg.name, "judge.name")
+        self.judge_options = JUDGES.options(cfg.name, cfg.options, "judge.options")
+        BACKENDS.check(cfg.backend, "judge.backend")
+        self.backend_options = BACKENDS.options(cfg.backend, cfg.backend_options, "judge.backend_options")
+        SEGMENTERS.check(cfg.segmenter, "judge.segmenter")
+        SEGMENTERS.options(cfg.segmenter, cfg.segmenter_options, "judge.segmenter_options")
+
+    def config(self) -> dict:
+        judge = self.recipe.judge.model_dump(exclude={"batch_size"})
+        judge["backend_options"] = identity(self.backend_options)
+        return {"judge": judge}
+
+    def plan(self, upstream: StageFiles) -> tuple[list[Shard], str]:
+        shards = []
+        for i in range(upstream.manifest()["num_shards"]):
+            marker = upstream.read_marker(i)
+            shards.append(Shard(i, marker["output"], marker["rows"], paths=[upstream.part(i)]))
+        return shards, upstream.manifest()["identity"]
+
+    def open(self, run) -> None:
+        super().open(run)
+        self.check()
+        cfg = self.recipe.judge
+        self.segmenter = get_segmenter(cfg.segmenter, **cfg.segmenter_options)
+        self._judge = None
+
+    @property
+    def judge(self):
+        """Loaded at the first row the cache cannot answer."""
+        if self._judge is None:
+            cfg = self.recipe.judge
+            backend = get_backend(cfg.backend, cfg.model, cfg.backend_options, "judge.backend_options")
+            self._judge = get_judge(cfg.name, backend, cfg.options)
+        return self._judge
+
+    def close(self) -> None:
+        if self._judge is not None:
+            self._judge.backend.close()
+
+    def _key(self, item: JudgeInput) -> str:
+        cfg = self.recipe.judge
+        return request_key(judge=cfg.name, options=self.judge_options.model_dump(), backend=cfg.backend,
+                           model=cfg.model, backend_options=identity(self.backend_options), item=item.__dict__)
+
+    def process(self, shard: Shard) -> ShardOutput:
+        table = shard.load()
+        self.check_input(table, str(shard.paths[0]))
+        cfg = self.recipe.judge
+        responses = table["response"].to_pylist()
+        steps = [self.segmenter.split(text) if text is not None else [] for text in responses]
+        answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
+        correct = np.array([c is True for c in table["is_correct"].to_pylist()], dtype=bool)
+        selected = answered & (True if cfg.judge_correct else ~correct)
+        problems, solutions = table["problem"].to_pylist(), table["reference_solution"].to_pylist()
+        verdicts: dict[int, Verdict] = {}
+        rows = [int(i) for i in selected.nonzero()[0]]
+        with CallCache(StageFiles(self.run, self.name).cache_path(shard.index)) as cache:
+            for start in range(0, len(rows), cfg.batch_size):
+                batch = rows[start : start + cfg.batch_size]
+                items = {i: JudgeInput(problems[i], solutions[i], steps[i]) for i in batch}
+                keys = {i: self._key(items[i]) for i in batch}
+                for i in batch:
+                    if (cached := cache.get(keys[i])) is not None:
+                        verdicts[i] = Verdict(**cached)
+                misses = [i for i in batch if i not in verdicts]
+                fatal, done = None, {}
+                for i, verdict in zip(misses, self.judge.judge([items[i] for i in misses]) if misses else []):
+                    if isinstance(verdict, ServiceError):
+                        fatal = fatal or verdict
+                        continue
+                    verdicts[i] = verdict
+                    if verdict.status != JudgeStatus.ERROR:  # a failed request is retried by the next run
+                        done[keys[i]] = verdict.__dict__
+                cache.put_many(done)
+                if fatal:
+                    raise fatal
+                self.advance(len(batch))
+        self.advance(table.num_rows - len(rows))
+        return ShardOutput(_with_verdicts(table, steps, verdicts, answered, self._judge_name()))
+
+    def _judge_name(self) -> str | None:
+        cfg = self.recipe.judge
+        return self._judge.model_name if self._judge is not None else cfg.model or _default_name(cfg)
 
 
-def _selected(table: pa.Table, judge_correct: bool) -> np.ndarray:
-    correct = np.array([c is True for c in table["is_correct"].to_pylist()])
-    return np.ones(len(correct), bool) if judge_correct else ~correct
+def _default_name(cfg) -> str | None:
+    from sgpo_data.backends.models import resolve_model
+
+    return resolve_model(None)[1] if cfg.backend == "transformers" else None
 
 
-def _judge_shard(table: pa.Table, recipe: Recipe, segmenter, judge, cache: CallCache, advance) -> pa.Table:
-    steps = [segmenter.split(text) for text in table["response"].to_pylist()]
-    selected = _selected(table, recipe.judge.judge_correct)
-    problems = table["problem"].to_pylist()
-    solutions = table["reference_solution"].to_pylist()
-    verdicts: list[Verdict | None] = [None] * table.num_rows
-    rows = [int(i) for i in selected.nonzero()[0]]
-    for start in range(0, len(rows), recipe.judge.batch_size):
-        batch = rows[start : start + recipe.judge.batch_size]
-        items = {i: JudgeInput(problems[i], solutions[i], steps[i]) for i in batch}
-        keys = {i: request_key(judge=recipe.judge.model_dump(), model=judge.model_name, item=items[i].__dict__) for i in batch}
-        for i in batch:
-            cached = cache.get(keys[i])
-            verdicts[i] = None if cached is None else Verdict(**cached)
-        misses = [i for i in batch if verdicts[i] is None]
-        for i, verdict in zip(misses, judge.judge([items[i] for i in misses]) if misses else []):
-            verdicts[i] = verdict
-            if verdict.status != JudgeStatus.ERROR:  # engine failures are not cached: a rerun retries them
-                cache.put(keys[i], verdict.__dict__)
-        advance(len(batch))
+def _with_verdicts(table: pa.Table, steps, verdicts: dict[int, Verdict], answered, judge_name) -> pa.Table:
+    n = table.num_rows
+    skipped = [JudgeStatus.SKIPPED_CORRECT if answered[i] else JudgeStatus.SKIPPED_NO_RESPONSE for i in range(n)]
+    v = [verdicts.get(i) for i in range(n)]
     columns = {
         "steps": steps,
-        "first_error_step": [v.first_error_step if v else None for v in verdicts],
-        "judge_status": [v.status if v else JudgeStatus.SKIPPED_CORRECT for v in verdicts],
-        "judge_model": [judge.model_name if v else None for v in verdicts],
-        "judge_raw": [v.raw if v else None for v in verdicts],
+        "first_error_step": [x.first_error_step if x else None for x in v],
+        "judge_status": [x.status if x else skipped[i] for i, x in enumerate(v)],
+        "judge_model": [judge_name if x else None for x in v],
+        "judge_raw": [x.raw if x else None for x in v],
+        "judge_error_kind": [x.error_kind if x else None for x in v],
+        "judge_error": [x.error if x else None for x in v],
     }
     for name, values in columns.items():
         table = table.append_column(JUDGE_SCHEMA.field(name), pa.array(values, JUDGE_SCHEMA.field(name).type))

@@ -37,23 +37,14 @@ class TrainData:
     generate_config: dict | None = None  # the run's generate config (prompt template), when known
 
 
-def _generate_config(run: Path) -> dict | None:
-    from sgpo_data.stages.run_folder import StageOutput
-
-    manifest = StageOutput(run, "generate").manifest()
-    return manifest["config"] if manifest else None
-
-
 def read_table(source: str, hub_config: str | None = None) -> tuple[pa.Table, dict | None]:
     """The rows and, for a run folder, its generate config (prompt template, sampling)."""
     path = Path(source)
     if path.is_dir():
-        # the train split of the exported flat view (export filters applied), else every scored row
-        for stage, pattern in (("export", "flat/train-*.parquet"), ("export", "part-*.parquet"), ("score", "part-*.parquet")):
-            parts = sorted((path / stage).glob(pattern))
-            if parts and (path / stage / "part-00000.done").is_file():
-                return pa.concat_tables([pq.read_table(p) for p in parts]), _generate_config(path)
-        raise SgpoError(f"{source} has no finished export or score stage; run `sgpo-data run RECIPE --out {source}` first")
+        # the train split of the exported flat view: export filters applied, rows in error and the test split left out
+        from sgpo_data.run_reader import export_view, generate_config
+
+        return export_view(path, "flat", "train"), generate_config(path)
     files = sorted(f for pattern in source.split(",") for f in glob.glob(pattern.strip()))
     if files:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive"), None
@@ -72,10 +63,10 @@ def _prompts(table: pa.Table, generate_config: dict | None) -> list[list[dict]]:
         prompts = table["prompt"].to_pylist()
         return [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
     if generate_config is not None:
-        from sgpo_data.stages.generate import conversation, recorded_recipe
+        from sgpo_data.prompts import conversation, recorded_recipe
 
-        recipe = recorded_recipe(generate_config)
-        return [conversation(recipe, problem) for problem in table["problem"].to_pylist()]
+        generate = recorded_recipe(generate_config).generate
+        return [conversation(generate, problem) for problem in table["problem"].to_pylist()]
     return [[{"role": "user", "content": problem}] for problem in table["problem"].to_pylist()]
 
 

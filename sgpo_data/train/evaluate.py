@@ -11,13 +11,13 @@ def evaluate(trainer, cfg: EvalConfig) -> dict:
     from sgpo_data.backends.transformers_backend import TransformersBackend
     from sgpo_data.data import generate_arithmetic
     from sgpo_data.graders import get_grader
-    from sgpo_data.stages.generate import conversation, recorded_recipe
+    from sgpo_data.prompts import conversation, recorded_recipe
 
     accelerator = trainer.accelerator
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return {}
-    recipe = recorded_recipe(trainer.data.generate_config)
+    generate = recorded_recipe(trainer.data.generate_config).generate
     problems = generate_arithmetic(cfg.num_problems, cfg.min_steps, cfg.max_steps, cfg.seed)
     model = accelerator.unwrap_model(trainer.model)
     model.eval()
@@ -27,7 +27,7 @@ def evaluate(trainer, cfg: EvalConfig) -> dict:
     per_call = max(1, recipe.generate.batch_size // cfg.samples)
     for start in range(0, len(problems), per_call):
         batch = problems[start : start + per_call]
-        groups = backend.generate([conversation(recipe, p["problem"]) for p in batch], params)
+        groups = backend.generate([conversation(generate, p["problem"]) for p in batch], params)
         responses += [c.text for group in groups for c in group]
     references = [p["reference_answer"] for p in problems for _ in range(cfg.samples)]
     with get_grader("math_verify") as grader:

@@ -37,7 +37,7 @@ import torch
 
 from sgpo_data.config import TrainConfig
 from sgpo_data.errors import SgpoError
-from sgpo_data.stages.progress import Progress
+from sgpo_data.pipeline.progress import Progress
 from sgpo_data.train.data import Example, length_grouped_batches, load_examples
 
 

@@ -1,0 +1,102 @@
+"""The stage protocol: what a stage does, apart from where it runs (the executors) and how its folder is kept
+(the runner). A stage declares the columns it needs and adds, cuts its input into shards, and processes one
+shard at a time. Adding a stage is one file with a `Stage` subclass and its `@STAGES.register`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+
+from sgpo_data.config import Recipe
+from sgpo_data.registry import Registry
+from sgpo_data.run_reader import StageFiles
+
+
+@dataclass
+class Shard:
+    """One unit of work: its input rows (a table, or upstream parts read as one dataset) and their fingerprint.
+    Picklable, so an executor can send it to another process."""
+
+    index: int
+    fingerprint: str
+    rows: int  # units of work, for progress
+    table: pa.Table | None = None
+    paths: list[Path] = field(default_factory=list)
+
+    def load(self) -> pa.Table:
+        if self.table is not None:
+            return self.table
+        import pyarrow.dataset as ds
+
+        return ds.dataset([str(p) for p in self.paths], format="parquet").to_table()
+
+
+@dataclass
+class ShardOutput:
+    table: pa.Table
+    stats: dict = field(default_factory=dict)  # per-shard counters the stage's statistics() can merge
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    upstream: ClassVar[str | None]  # the stage whose output this one reads; None: the prompts
+    needs: ClassVar[tuple[str, ...]]  # input columns
+    adds: ClassVar[tuple[pa.Field, ...]]  # output columns beyond the input's
+    status_column: ClassVar[str | None] = None  # rows whose status is "error" are counted and retried
+    error_kind_column: ClassVar[str | None] = None
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.advance = lambda n: None  # progress: the executor sets it; stages call it as rows are done
+
+    def check(self) -> None:
+        """Validate the stage's parts and options before any data or model is loaded."""
+
+    @abstractmethod
+    def config(self) -> dict:
+        """What decides the stage's output: a change asks for --overwrite. Operational settings stay out."""
+
+    @abstractmethod
+    def plan(self, upstream: StageFiles | None) -> tuple[list[Shard], str]:
+        """The shards, and the fingerprint of the whole input (the upstream's identity, or the prompts')."""
+
+    def open(self, run: Path) -> None:
+        """Prepare to process shards of `run` (engines load lazily, at the first request that is not cached)."""
+        self.run = Path(run)
+
+    @abstractmethod
+    def process(self, shard: Shard) -> ShardOutput:
+        """The shard's rows: the input's columns plus `adds`. A failed request is a row status; a failed service
+        raises ServiceError after every result that came back is in the call cache."""
+
+    def close(self) -> None:
+        """Free engines and workers."""
+
+    def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
+        """The manifest's statistics over the whole output."""
+        from sgpo_data.stats import summarize
+
+        return summarize(table)
+
+    def count_errors(self, table: pa.Table) -> dict[str, int]:
+        """Rows in error by kind."""
+        if self.status_column is None or self.status_column not in table.column_names:
+            return {}
+        import pyarrow.compute as pc
+
+        failed = table.filter(pc.fill_null(pc.equal(table[self.status_column], "error"), False))
+        kinds = pc.fill_null(failed[self.error_kind_column], "unknown").to_pylist()
+        return {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+
+    def check_input(self, table: pa.Table, where: str) -> None:
+        from sgpo_data.schema import require_columns
+
+        require_columns(table, list(self.needs), where, f"run `sgpo-data {self.upstream} --out RUN` first")
+
+
+STAGES: Registry[type[Stage]] = Registry("stage")

@@ -1,0 +1,120 @@
+"""Reading a run folder: the one place that knows its layout. Train, report, export and the card read runs
+through here, never through the stages.
+
+RUN/<stage>/part-NNNNN.parquet   the rows of shard N
+RUN/<stage>/part-NNNNN.done      its completion marker, written last: rows, errors by kind, input and output hashes
+RUN/<stage>/manifest.json        config, input identity, shard count, version; on completion rows, errors,
+                                 statistics and the output fingerprint
+RUN/cache/<stage>/part-NNNNN.sqlite   the LLM-call cache of shard N
+RUN/.lock                        held by the process working in the run (docs/ARCHITECTURE.md, "The lock")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from sgpo_data.errors import SgpoError
+
+STAGE_ORDER = ["generate", "judge", "score", "export"]
+
+
+class StageFiles:
+    """One stage's folder in a run, read-only."""
+
+    def __init__(self, run: str | Path, stage: str):
+        self.run = Path(run)
+        self.stage = stage
+        self.dir = self.run / stage
+        self.manifest_path = self.dir / "manifest.json"
+
+    def part(self, shard: int) -> Path:
+        return self.dir / f"part-{shard:05d}.parquet"
+
+    def marker(self, shard: int) -> Path:
+        return self.dir / f"part-{shard:05d}.done"
+
+    def cache_path(self, shard: int) -> Path:
+        return self.run / "cache" / self.stage / f"part-{shard:05d}.sqlite"
+
+    def manifest(self) -> dict | None:
+        return json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else None
+
+    def read_marker(self, shard: int) -> dict | None:
+        """The shard's marker, or None when the shard is not finished (a part without marker is not trusted)."""
+        marker = self.marker(shard)
+        if not (marker.is_file() and self.part(shard).is_file()):
+            return None
+        return json.loads(marker.read_text())
+
+    def is_complete(self) -> bool:
+        manifest = self.manifest()
+        return bool(manifest and manifest.get("status") == "complete")
+
+    def missing_shards(self) -> list[int]:
+        manifest = self.manifest()
+        if manifest is None:
+            return []
+        return [i for i in range(manifest["num_shards"]) if self.read_marker(i) is None]
+
+    def require_complete(self) -> None:
+        """Fail with one line naming what is missing and what to run."""
+        if self.is_complete():
+            return
+        fix = f"run `sgpo-data {self.stage} --out {self.run}` first"
+        missing = self.missing_shards()
+        if self.manifest() is None or not missing:
+            raise SgpoError(f"{self.dir} is missing or incomplete; {fix}")
+        shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise SgpoError(f"{self.dir} is incomplete: shard(s) {shown} of {self.manifest()['num_shards']} are not "
+                        f"finished; {fix} (or finish its --shard jobs)")
+
+    def parts(self) -> list[Path]:
+        return [self.part(i) for i in range(self.manifest()["num_shards"])]
+
+    def dataset(self):
+        """The stage's rows as one pyarrow dataset over its parts, in shard order."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset([str(p) for p in self.parts()], format="parquet")
+
+    def read(self) -> pa.Table:
+        """Every row of a complete stage; fails with what to run otherwise."""
+        self.require_complete()
+        return self.dataset().to_table()
+
+    def output_fingerprint(self) -> str:
+        return self.manifest()["output_fingerprint"]
+
+
+def read_stage(run: str | Path, stage: str) -> pa.Table:
+    return StageFiles(run, stage).read()
+
+
+def read_manifests(run: str | Path, stages: list[str]) -> dict[str, dict]:
+    """The manifests of complete stages; SgpoError naming what to run when one is incomplete."""
+    files = {name: StageFiles(run, name) for name in stages}
+    for stage in files.values():
+        stage.require_complete()
+    return {name: stage.manifest() for name, stage in files.items()}
+
+
+def generate_config(run: str | Path) -> dict | None:
+    """The generate stage's recorded config (data, generate, grader sections), or None when there is none."""
+    manifest = StageFiles(run, "generate").manifest()
+    return manifest["config"] if manifest else None
+
+
+def export_view(run: str | Path, view: str, split: str = "train") -> pa.Table:
+    """One exported view's split, after the export filters; never a fallback to unfiltered rows."""
+    import pyarrow.parquet as pq
+
+    export = StageFiles(run, "export")
+    export.require_complete()
+    files = sorted((export.dir / view).glob(f"{split}-*.parquet"))
+    if not files:
+        raise SgpoError(f"{export.dir} has no {view!r} view with a {split!r} split; export it "
+                        f"(sgpo-data export --out {export.run} --format {view}) or pass its Parquet files")
+    return pa.concat_tables([pq.read_table(f) for f in files])

@@ -1,0 +1,201 @@
+"""The pipeline against OpenAI-compatible servers that fail: a fault server (tests/fault_server.py) for the
+policy and another for the judge, each injecting one fault at a time. For every case: the exit code, the row
+counts and statuses; then a rerun against healthy servers, after which every row is ok, there are no duplicate
+rows, and no call that had succeeded was sent again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sgpo_data.run_reader import StageFiles
+from sgpo_data_cli.app import app
+from tests.fault_server import Fault, FaultServer
+
+pytestmark = pytest.mark.slow  # the grader's math-verify worker is a process of its own
+
+DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+PROMPTS, G = 4, 4  # 2 shards of 2 prompts; one generate request per prompt
+PROBLEM = "Solve the problem step by step"  # in every policy prompt
+DELIVERED = {None, "fewer_choices"}  # faults after which the client still had a chat completion
+
+
+def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",)):
+    args = [*stages, *(["recipes/demo.yaml"] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
+            "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
+            "--set", "generate.prompts_per_shard=2", "--set", f"generate.batch_size={G}", *extra]
+    for section, server in (("generate", policy), ("judge", judge)):
+        args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model=fake", "--set",
+                 f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: 1.5}}"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def servers():
+    with FaultServer() as policy, FaultServer() as judge:
+        yield policy, judge
+
+
+def delivered(server: FaultServer) -> set[str]:
+    return {c.key for c in server.log if c.status == 200 and c.fault in DELIVERED}
+
+
+def rows(out: Path, stage: str = "judge") -> list[dict]:
+    return StageFiles(out, stage).dataset().to_table().to_pylist()
+
+
+def assert_healthy_rerun_completes(out: Path, policy: FaultServer, judge: FaultServer) -> None:
+    """Clear the faults, rerun: exit 0, every row ok, G rows per prompt, no successful call sent twice."""
+    before = {name: (delivered(s), s.requests()) for name, s in (("policy", policy), ("judge", judge))}
+    policy.faults.clear()
+    judge.faults.clear()
+    code, output = run(out, policy, judge)
+    assert code == 0, output
+    table = pq.read_table(StageFiles(out, "export").part(0)).to_pylist()
+    assert len(table) == PROMPTS * G
+    assert len({(r["prompt_id"], r["sample_idx"]) for r in table}) == PROMPTS * G
+    assert all(r["generate_status"] == "ok" and r["judge_status"] in ("ok", "skipped_correct") for r in table)
+    assert all(r["reward"] is not None for r in table)
+    for name, server in (("policy", policy), ("judge", judge)):
+        succeeded, counts = before[name]
+        after = server.requests()
+        repeated = [key for key in succeeded if after[key] != counts[key]]
+        assert not repeated, f"{name}: {len(repeated)} call(s) that had succeeded were sent again"
+
+
+# -- request faults: only the failing request's rows are marked, the stage goes on, exit 3 ------------------------
+
+ROW_FAULTS = {
+    "persistent 400": (Fault("status", status=400), "bad_request"),
+    "persistent 500": (Fault("status", status=500), "server_error"),
+    "truncated body": (Fault("truncated"), "invalid_response"),
+    "html body": (Fault("html"), "invalid_response"),
+    "slower than the timeout": (Fault("slow", delay_s=4.0), "timeout"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROW_FAULTS))
+def test_a_failing_policy_request_marks_only_its_prompt(case, servers, tmp_path):
+    policy, judge = servers
+    fault, kind = ROW_FAULTS[case]
+    first = fault.match = _first_problem()  # every request for the first prompt, on every attempt
+    policy.faults.append(fault)
+    code, output = run(tmp_path, policy, judge)
+    assert code == 3, output
+    assert "row(s) failed (generate: " + kind in output and "Rerun the same command" in output
+    generated = rows(tmp_path, "generate")
+    assert len(generated) == PROMPTS * G
+    failed = [r for r in generated if r["generate_status"] == "error"]
+    assert len(failed) == G and {r["problem"] for r in failed} == {first}
+    assert {r["generate_error_kind"] for r in failed} == {kind} and all(r["generate_error"] for r in failed)
+    assert all(r["response"] is None for r in failed)
+    assert f"prompt_id={failed[0]['prompt_id']}" in output
+    judged = rows(tmp_path, "judge")
+    assert {r["judge_status"] for r in judged if r["generate_status"] == "error"} == {"skipped_no_response"}
+    exported = pq.read_table(tmp_path / "export" / "flat" / "train-00000-of-00001.parquet")
+    assert exported.num_rows == (PROMPTS - 1) * G  # rows in error are left out of the views
+    assert StageFiles(tmp_path, "export").manifest()["statistics"]["export"]["rows_in_error_left_out"] == G
+    assert_healthy_rerun_completes(tmp_path, policy, judge)
+
+
+@pytest.mark.parametrize("case", ["persistent 400", "persistent 500", "truncated body", "html body"])
+def test_a_failing_judge_request_marks_only_its_row(case, servers, tmp_path):
+    policy, judge = servers
+    fault, kind = ROW_FAULTS[case]
+    first = fault.match = _first_problem()  # the judge requests of the first prompt's responses
+    judge.faults.append(fault)
+    code, output = run(tmp_path, policy, judge)
+    assert code == 3, output
+    assert "row(s) failed (judge: " + kind in output
+    judged = rows(tmp_path, "judge")
+    failed = [r for r in judged if r["judge_status"] == "error"]
+    wrong_first = [r for r in judged if r["problem"] == first and not r["is_correct"]]
+    assert len(failed) == len(wrong_first) >= 1 and {r["problem"] for r in failed} == {first}
+    assert {r["judge_error_kind"] for r in failed} == {kind} and all(r["judge_error"] for r in failed)
+    others = [r for r in judged if r["problem"] != first and not r["is_correct"]]
+    assert others and all(r["judge_status"] == "ok" for r in others)  # neighbours untouched
+    assert_healthy_rerun_completes(tmp_path, policy, judge)
+
+
+def test_fewer_choices_are_refilled_so_every_group_has_g_rows(servers, tmp_path):
+    policy, judge = servers
+    policy.faults.append(Fault("fewer_choices", choices=1, times=2))  # two requests come back with 1 of 4
+    code, output = run(tmp_path, policy, judge)
+    assert code == 0, output
+    generated = rows(tmp_path, "generate")
+    assert len(generated) == PROMPTS * G and all(r["generate_status"] == "ok" for r in generated)
+    assert len({r["response"] for r in generated if r["problem"] == generated[0]["problem"]}) > 1
+
+
+def test_a_persistent_shortfall_is_a_counted_row_error(servers, tmp_path):
+    policy, judge = servers
+    policy.faults.append(Fault("fewer_choices", choices=1, match=_first_problem()))  # 1 sample per request, always
+    code, output = run(tmp_path, policy, judge, "--set", "generate.max_refills=1")
+    assert code == 3, output
+    failed = [r for r in rows(tmp_path, "generate") if r["generate_status"] == "error"]
+    assert len(failed) == G - 2 and {r["generate_error_kind"] for r in failed} == {"invalid_response"}
+    assert "returned 2 of 4 samples" in failed[0]["generate_error"]
+    assert_healthy_rerun_completes(tmp_path, policy, judge)
+
+
+def test_429_with_retry_after_is_waited_out(servers, tmp_path):
+    policy, judge = servers
+    policy.faults.append(Fault("status", status=429, retry_after=0.2, times=1))
+    judge.faults.append(Fault("status", status=429, retry_after=0.2, times=1))
+    code, output = run(tmp_path, policy, judge)
+    assert code == 0, output
+    assert policy.faults[0].fired == judge.faults[0].fired == 1
+
+
+# -- service faults: the stage stops with one line, exit 4; a rerun resumes ---------------------------------------
+
+SERVICE_FAULTS = {
+    "connection refused": (None, "cannot reach"),
+    "outage mid-run": (Fault("drop", after=3), "cannot reach"),
+    "429 past the retries": (Fault("status", status=429, retry_after=0.1), "rate-limited"),
+    "401": (Fault("status", status=401), "refused the credentials (401)"),
+}
+
+
+@pytest.mark.parametrize("which", ["policy", "judge"])
+@pytest.mark.parametrize("case", list(SERVICE_FAULTS))
+def test_a_failing_service_stops_the_stage_and_a_rerun_resumes(case, which, servers, tmp_path):
+    policy, judge = servers
+    server = policy if which == "policy" else judge
+    fault, message = SERVICE_FAULTS[case]
+    if fault is None:
+        server.stop()
+    else:
+        server.faults.append(fault)
+    code, output = run(tmp_path, policy, judge)
+    assert code == 4, output
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0] and server.base_url in lines[0]
+    stage = StageFiles(tmp_path, "generate" if which == "policy" else "judge")
+    assert not stage.is_complete() and stage.missing_shards()  # unfinished shards are not marked complete
+    assert not (tmp_path / "export").exists()
+    if fault is None:
+        server.restart()
+    assert_healthy_rerun_completes(tmp_path, policy, judge)
+
+
+def test_a_slow_server_still_prints_progress(servers, tmp_path):
+    policy, judge = servers
+    policy.faults.append(Fault("slow", delay_s=1.2, times=2))
+    code, output = run(tmp_path, policy, judge, "--set",
+                       f"generate.backend_options={{base_url: '{policy.base_url}', timeout_s: 5}}",
+                       "--progress-every", "0.5")
+    assert code == 0, output
+    assert "generate: 0/16 rows done" in output
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+
+def _first_problem() -> str:
+    from sgpo_data.data.arithmetic import generate_arithmetic
+
+    return generate_arithmetic(PROMPTS, 2, 4, 0)[0]["problem"]

@@ -1,0 +1,58 @@
+"""The run-folder lock: one process per run folder, or one per --shard i/N; a killed holder's lock is taken over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sgpo_data.errors import SgpoError
+from sgpo_data.pipeline.lock import RunLock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_second_holder_is_refused_with_the_pid(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(SgpoError, match=rf"is in use by pid {os.getpid()} on "):
+            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path):  # released: free again
+        pass
+
+
+def test_shard_processes_coexist_but_not_with_an_unsharded_one(tmp_path):
+    with RunLock(tmp_path, 0, 2), RunLock(tmp_path, 1, 2):
+        with pytest.raises(SgpoError, match=r"in use by pid \d+"):
+            RunLock(tmp_path, 1, 2).acquire()  # the same shard twice
+        with pytest.raises(SgpoError, match=r"in use by --shard processes \(shard-0-of-2, shard-1-of-2\)"):
+            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path):
+        with pytest.raises(SgpoError, match="in use by pid"):
+            RunLock(tmp_path, 0, 2).acquire()
+
+
+@pytest.mark.slow
+def test_a_lock_left_by_kill_9_is_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from sgpo_data.pipeline.lock import RunLock; lock = RunLock(sys.argv[2]).acquire(); print('held', flush=True);"
+        "time.sleep(600)"), str(REPO), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(SgpoError, match=f"in use by pid {holder.pid}"):
+        RunLock(tmp_path).acquire()
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / ".lock").exists()  # the file stays behind; the kernel dropped the lock
+    deadline = time.time() + 10
+    while True:
+        try:
+            RunLock(tmp_path).acquire().release()
+            break
+        except SgpoError:
+            assert time.time() < deadline
+            time.sleep(0.1)
