@@ -40,3 +40,16 @@ def pipeline_run(tmp_path_factory):
                          tiny_overrides(num_problems=4, num_samples=4, max_new_tokens=64))
     run_all(recipe, out)
     return out
+
+
+# The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out every test that loads the model, starts
+# vLLM, or runs another process (the grader's math-verify worker, the CLI in a subprocess, Ray, torch training).
+SLOW_FIXTURES = {"smollm2", "pipeline_run", "vllm_server", "exported", "demo"}
+SLOW_MODULES = {"test_pipeline", "test_trainer", "test_openai_backend", "test_grader", "test_faults",
+                "test_executors", "test_simulate"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames) or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -24,7 +24,7 @@ DELIVERED = {None, "fewer_choices"}  # faults after which the client still had a
 
 
 def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",)):
-    args = [*stages, *(["recipes/demo.yaml"] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
+    args = [*stages, *([str(DEMO)] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
             "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
             "--set", "generate.prompts_per_shard=2", "--set", f"generate.batch_size={G}", *extra]
     for section, server in (("generate", policy), ("judge", judge)):

@@ -13,7 +13,6 @@ from sgpo_data.scoring import score_stats, score_table
 from sgpo_data.pipeline.folder import StageFolder
 from sgpo_data.run_reader import StageFiles
 
-DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo"
 PNG = b"\x89PNG\r\n\x1a\n"
 VIEWS = {"flat": ["train", "test"], "stepwise": ["train"]}
 
@@ -75,10 +74,9 @@ def run(tmp_path) -> Path:
 
 
 @pytest.fixture
-def demo() -> Path:
-    if not (DEMO / "score" / "manifest.json").is_file():
-        pytest.skip(f"demo run {DEMO} not present (make demo)")
-    return DEMO
+def demo(pipeline_run) -> Path:
+    """A real run of the shipped model through every stage (built once per session by conftest)."""
+    return pipeline_run
 
 
 def stats_rows(text: str) -> dict[str, str]:

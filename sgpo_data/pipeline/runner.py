@@ -60,6 +60,7 @@ def run_stage(name: str, recipe: Recipe, run: str | Path, shard: ShardSpec = Sha
     stage = build_stage(name, recipe)
     stage.check()
     folder = StageFolder(run, name)
+    stage.run = folder.run
     upstream = None
     if stage.upstream:
         upstream = StageFiles(run, stage.upstream)
