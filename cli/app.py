@@ -238,7 +238,6 @@ def simulate(
     The SGPO reward map comes from the recipe's score section (e.g. --set score.reward_map=linear)."""
     from sgpo_data.scoring.rewards import REWARD_MAPS
     from sgpo_data.simulate import format_summary, run_simulation
-    from sgpo_data_cli.render import console
 
     started = time.perf_counter()
     try:

@@ -23,15 +23,21 @@ PROBLEM = "Solve the problem step by step"  # in every policy prompt
 DELIVERED = {None, "fewer_choices"}  # faults after which the client still had a chat completion
 
 
-def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",), model: str = "fake",
-        timeout_s: float = 1.5):
+def cli_args(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",), model: str = "fake",
+             timeout_s: float = 1.5) -> list[str]:
+    """`sgpo-data` arguments for a small run (PROMPTS prompts, G samples, 2 shards) on the two servers."""
     args = [*stages, *([str(DEMO)] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
             "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
             "--set", "generate.prompts_per_shard=2", "--set", f"generate.batch_size={G}", *extra]
     for section, server in (("generate", policy), ("judge", judge)):
         args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model={model}", "--set",
                  f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    return args
+
+
+def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, **kwargs) -> tuple[int, str]:
+    """The CLI in this process: its exit code and what it printed."""
+    result = CliRunner().invoke(app, cli_args(out, policy, judge, *extra, **kwargs), catch_exceptions=False)
     return result.exit_code, result.output
 
 

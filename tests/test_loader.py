@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pytest
 
 from sgpo_data.config import ColumnMap, DataConfig

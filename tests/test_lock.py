@@ -56,3 +56,30 @@ def test_a_lock_left_by_kill_9_is_taken_over(tmp_path):
         except SgpoError:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_is_taken_over(tmp_path):
+    """Two real `sgpo-data run` on one folder: the second refuses at once, naming the first's pid; after kill -9
+    of the first, a rerun takes the lock over and finishes the run."""
+    from tests.fault_server import Fault, FaultServer
+    from tests.test_faults import G, PROMPTS, cli_args, run
+
+    with FaultServer() as policy, FaultServer() as judge:
+        policy.faults.append(Fault("slow", delay_s=1.0, after=G // 2))  # keeps the first run busy
+        first = subprocess.Popen([sys.executable, "-m", "sgpo_data_cli", *cli_args(tmp_path, policy, judge)],
+                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not policy.log and time.time() < deadline:  # it holds the lock once it sends requests
+            time.sleep(0.1)
+        code, output = run(tmp_path, policy, judge)
+        assert code == 2 and f"is in use by pid {first.pid} on " in output, output
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        policy.faults.clear()
+        code, output = run(tmp_path, policy, judge)
+        assert code == 0, output
+        assert (tmp_path / "export" / "part-00000.parquet").exists()
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(tmp_path / "export" / "part-00000.parquet").num_rows == PROMPTS * G

@@ -28,6 +28,13 @@ class Shard:
     table: pa.Table | None = None
     paths: list[Path] = field(default_factory=list)
 
+    @property
+    def where(self) -> str:
+        """The input's location, for error messages."""
+        if not self.paths:
+            return f"shard {self.index}"
+        return str(self.paths[0] if len(self.paths) == 1 else self.paths[0].parent)
+
     def load(self) -> pa.Table:
         if self.table is not None:
             return self.table

@@ -47,7 +47,7 @@ class ExportStage(Stage):
 
     def process(self, shard: Shard) -> ShardOutput:
         table = shard.load()
-        self.check_input(table, str(shard.paths[0].parent))
+        self.check_input(table, shard.where)
         views = self.views()
         for view in views.values():
             view.check(table)  # a view the run cannot make fails before anything is written

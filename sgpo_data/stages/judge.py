@@ -79,7 +79,7 @@ class JudgeStage(Stage):
 
     def process(self, shard: Shard) -> ShardOutput:
         table = shard.load()
-        self.check_input(table, str(shard.paths[0]))
+        self.check_input(table, shard.where)
         cfg = self.recipe.judge
         responses = table["response"].to_pylist()
         steps = [self.segmenter.split(text) if text is not None else [] for text in responses]

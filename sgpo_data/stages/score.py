@@ -47,7 +47,7 @@ class ScoreStage(Stage):
 
     def process(self, shard: Shard) -> ShardOutput:
         table = shard.load()
-        self.check_input(table, str(shard.paths[0].parent))
+        self.check_input(table, shard.where)
         tokenizer = load_tokenizer(self.recipe) if self.recipe.score.rts == "tokens" else None
         failed = error_rows(table)
         order = np.concatenate([np.flatnonzero(~failed), np.flatnonzero(failed)])

@@ -24,7 +24,7 @@ def evaluate(trainer, cfg: EvalConfig) -> dict:
     backend = TransformersBackend.from_loaded(model, trainer.tokenizer, trainer.model_name, str(accelerator.device))
     params = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     responses: list[str] = []
-    per_call = max(1, recipe.generate.batch_size // cfg.samples)
+    per_call = max(1, generate.batch_size // cfg.samples)
     for start in range(0, len(problems), per_call):
         batch = problems[start : start + per_call]
         groups = backend.generate([conversation(generate, p["problem"]) for p in batch], params)

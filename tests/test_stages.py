@@ -1,0 +1,70 @@
+"""The stages' own rules, without a model: rows in error in scoring, the declared columns, and the trainer's
+refusal to fall back to unfiltered rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sgpo_data.config import Recipe
+from sgpo_data.errors import SgpoError
+from sgpo_data.pipeline import STAGES, Shard
+from sgpo_data.schema import JUDGE_SCHEMA, SCORE_SCHEMA
+import sgpo_data.stages  # noqa: F401  (registers the stages)
+
+
+def judged_row(prompt_id: str, idx: int, k: int | None, judge_status: str = "ok", generate_ok: bool = True) -> dict:
+    row = {name: None for name in JUDGE_SCHEMA.names}
+    row.update(prompt_id=prompt_id, problem=f"problem {prompt_id}", sample_idx=idx, is_correct=False if generate_ok else None,
+               response="a\n\nb\n\nc\n\nd" if generate_ok else None, steps=["a\n\n", "b\n\n", "c\n\n", "d"] if generate_ok else [],
+               first_error_step=k, judge_status=judge_status, generate_status="ok" if generate_ok else "error")
+    if not generate_ok:
+        row.update(generate_error_kind="bad_request", generate_error="400: too long")
+    if judge_status == "error":
+        row.update(judge_error_kind="timeout", judge_error="no answer within timeout_s=1")
+    return row
+
+
+def test_rows_in_error_take_no_part_in_scoring_and_their_group_is_scored_over_the_rest():
+    rows = [judged_row("p", 0, 0), judged_row("p", 1, 1), judged_row("p", 2, None, "skipped_no_response", False),
+            judged_row("p", 3, 2), judged_row("q", 0, 1), judged_row("q", 1, None, "error")]
+    table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
+    stage = STAGES.get("score", recipe=Recipe())
+    out = stage.process(Shard(0, "fp", table.num_rows, table=table)).table
+    assert out.schema == SCORE_SCHEMA
+    assert [(r["prompt_id"], r["sample_idx"]) for r in out.to_pylist()] == [(r["prompt_id"], r["sample_idx"]) for r in rows]
+    reward, advantage = out["reward"].to_pylist(), out["advantage"].to_pylist()
+    assert reward[2] is None and advantage[2] is None and reward[5] is None and advantage[5] is None
+    r = np.array([reward[0], reward[1], reward[3]])
+    expected = (r - r.mean()) / (r.std(ddof=1) + 1e-4)  # TRL's formula over the group's 3 remaining rows
+    assert [advantage[0], advantage[1], advantage[3]] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert advantage[4] == 0.0  # one row left: no baseline
+    stats = stage.statistics(out, [{}])
+    assert stats["rows_in_error"] == 2 and stats["groups_with_rows_in_error"] == 2 and stats["judge_errors"] == 1
+    assert stats["responses"] == 4  # the statistics are over the rows that were scored
+
+
+def test_every_stage_declares_what_it_needs_and_adds():
+    needs = set()
+    for name in ("generate", "judge", "score", "export"):
+        stage = STAGES.get(name, recipe=Recipe())
+        assert set(stage.needs) >= needs  # each stage needs what the ones before it produced
+        needs = set(stage.needs) | {f.name for f in stage.adds}
+    assert needs == set(SCORE_SCHEMA.names)
+    assert STAGES.get("generate", recipe=Recipe()).status_column == "generate_status"
+
+
+def test_a_stage_names_the_missing_columns_of_its_input(tmp_path):
+    table = pa.table({"prompt_id": ["p"], "response": ["x"]})
+    with pytest.raises(SgpoError, match=r"part-00000.parquet: missing column\(s\) problem, .*run `sgpo-data generate"):
+        STAGES.get("judge", recipe=Recipe()).check_input(table, "RUN/generate/part-00000.parquet")
+
+
+def test_the_trainer_never_falls_back_to_unfiltered_rows(tmp_path):
+    from sgpo_data.train.data import read_table
+    from tests.test_report_card import make_run
+
+    run = make_run(tmp_path / "run")  # generate, judge and score, but no export
+    with pytest.raises(SgpoError, match="export is missing or incomplete; run `sgpo-data export"):
+        read_table(str(run))
