@@ -1,11 +1,11 @@
 """How well does a step judge find the first wrong step? ProcessBench's metric on its human labels.
 
-ProcessBench (Qwen/ProcessBench; a local copy in ../shared/data/processbench/) gives solutions already cut
+ProcessBench (Qwen/ProcessBench; its four subsets as JSON files in a local folder, --data) gives solutions already cut
 into steps with the 0-based index of the earliest wrong step (-1: none). Accuracy on the erroneous samples
 (exact step), accuracy on the correct ones (answering -1), and their harmonic mean (ProcessBench's F1).
 The judge sees no reference solution here (ProcessBench has none), so this measures the judge alone.
 
-    python benchmarks/judge_processbench.py --subset gsm8k --limit 100 [--backend openai --model NAME --base-url URL]
+    python benchmarks/judge_processbench.py --data DIR --subset gsm8k --limit 100 [--backend openai --model NAME --base-url URL]
 
 Prints figures; asserts nothing.
 """
@@ -22,11 +22,11 @@ from sgpo_data.backends import get_backend
 from sgpo_data.judges import JudgeInput, get_judge
 from sgpo_data.schema import JudgeStatus
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "processbench"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, required=True, help="folder with ProcessBench's gsm8k.json, math.json, ...")
     parser.add_argument("--subset", default="gsm8k", choices=["gsm8k", "math", "olympiadbench", "omnimath"])
     parser.add_argument("--limit", type=int, default=100, help="a seeded random sample of this many items")
     parser.add_argument("--backend", default="transformers")
@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--unconstrained", action="store_true", help="free generation + strict parsing")
     args = parser.parse_args()
-    items = json.loads((DATA / f"{args.subset}.json").read_text())
+    items = json.loads((args.data / f"{args.subset}.json").read_text())
     items = random.Random(0).sample(items, min(args.limit, len(items)))
-    backend = get_backend(args.backend, model=args.model, base_url=args.base_url)
-    judge = get_judge("llm", backend=backend, constrained=not args.unconstrained)
+    backend = get_backend(args.backend, args.model, {"base_url": args.base_url} if args.base_url else {})
+    judge = get_judge("llm", backend, {"constrained": not args.unconstrained})
     started = time.perf_counter()
     verdicts = judge.judge([JudgeInput(x["problem"], None, x["steps"]) for x in items])
     elapsed = time.perf_counter() - started

@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     conversations = [[{"role": "user", "content": p["problem"]}] for p in generate_arithmetic(args.prompts, 2, 4, 0)]
     params = SamplingParams(n=args.n, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
-    backend = get_backend("openai", model=args.model, base_url=args.base_url, max_concurrency=args.concurrency)
+    backend = get_backend("openai", args.model, {"base_url": args.base_url, "max_concurrency": args.concurrency})
     results = {}
     for name, work in (("bare openai client", lambda: bare(args.base_url, args.model, conversations, params,
                                                             args.concurrency)),

@@ -45,8 +45,6 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
         from sgpo_data.pipeline.executors import get_executor
         from sgpo_data.pipeline.lock import RunLock
 
-        import sgpo_data.stages  # noqa: F401  (registers the stages)
-
         check_recipe(recipe, stages)
         spec = ShardSpec.parse(shard)
         runner = get_executor(executor, recipe.ray, ray_address)

@@ -109,7 +109,7 @@ def test_a_failing_policy_request_marks_only_its_prompt(case, servers, tmp_path)
     assert_healthy_rerun_completes(tmp_path, policy, judge)
 
 
-@pytest.mark.parametrize("case", ["persistent 400", "persistent 500", "truncated body", "html body"])
+@pytest.mark.parametrize("case", list(ROW_FAULTS))
 def test_a_failing_judge_request_marks_only_its_row(case, servers, tmp_path):
     policy, judge = servers
     fault, kind = ROW_FAULTS[case]
@@ -149,13 +149,17 @@ def test_a_persistent_shortfall_is_a_counted_row_error(servers, tmp_path):
     assert_healthy_rerun_completes(tmp_path, policy, judge)
 
 
-def test_429_with_retry_after_is_waited_out(servers, tmp_path):
+@pytest.mark.parametrize("fault", [Fault("status", status=429, retry_after=0.2, times=1),
+                                   Fault("status", status=503, times=1), Fault("drop", times=1)],
+                         ids=["429 with Retry-After", "one 503", "one dropped connection"])
+def test_transient_faults_are_retried_and_leave_no_trace(fault, servers, tmp_path):
     policy, judge = servers
-    policy.faults.append(Fault("status", status=429, retry_after=0.2, times=1))
-    judge.faults.append(Fault("status", status=429, retry_after=0.2, times=1))
+    policy.faults.append(fault)
+    judge.faults.append(Fault(fault.kind, status=fault.status, retry_after=fault.retry_after, times=1))
     code, output = run(tmp_path, policy, judge)
     assert code == 0, output
     assert policy.faults[0].fired == judge.faults[0].fired == 1
+    assert all(r["generate_status"] == "ok" and r["judge_status"] != "error" for r in rows(tmp_path, "judge"))
 
 
 # -- service faults: the stage stops with one line, exit 4; a rerun resumes ---------------------------------------

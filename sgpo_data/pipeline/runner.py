@@ -52,6 +52,8 @@ class StageResult:
 
 
 def build_stage(name: str, recipe: Recipe) -> Stage:
+    import sgpo_data.stages  # noqa: F401  (registers the stages; imported here, not at the top: they import us)
+
     return STAGES.get(name, recipe=recipe)
 
 
