@@ -68,3 +68,13 @@ def test_the_trainer_never_falls_back_to_unfiltered_rows(tmp_path):
     run = make_run(tmp_path / "run")  # generate, judge and score, but no export
     with pytest.raises(SgpoError, match="export is missing or incomplete; run `sgpo-data export"):
         read_table(str(run))
+
+
+def test_a_run_whose_every_row_failed_still_scores_and_counts_them():
+    rows = [judged_row("p", i, None, "skipped_no_response", False) for i in range(3)]
+    table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
+    stage = STAGES.get("score", recipe=Recipe())
+    out = stage.process(Shard(0, "fp", table.num_rows, table=table)).table
+    assert out.num_rows == 3 and out["reward"].null_count == 3 and out["advantage"].null_count == 3
+    stats = stage.statistics(out, [{}])
+    assert stats["rows_in_error"] == 3 and stats["responses"] == 0 and stats["accuracy"] is None
