@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +14,6 @@ from sgpo_data.errors import SgpoError
 from sgpo_data.export import MESSAGES, VIEWS, apply_filters, get_view, split_by_prompt
 from sgpo_data.schema import CONTRACT_COLUMNS, SCORE_SCHEMA
 
-DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo" / "score" / "part-00000.parquet"
 F32, I32, STR, BOOL = pa.float32(), pa.int32(), pa.string(), pa.bool_()
 
 
@@ -314,14 +312,12 @@ def test_bad_split_sizes_are_refused(test_size, message):
         split_by_prompt(scored(n_prompts=5), test_size, seed=0)
 
 
-# ---- the demo run ----
+# ---- a real run of the shipped model ----
 
-def test_every_view_builds_on_the_demo_run(tmp_path):
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} not present")
+def test_every_view_builds_on_a_real_run(pipeline_run):
     from datasets import Dataset
 
-    table = pq.read_table(DEMO)
+    table = pq.read_table(pipeline_run / "score" / "part-00000.parquet")
     prompts = [[{"role": "user", "content": q}] for q in table["problem"].to_pylist()]
     for name in VIEWS.names():
         view = get_view(name).build(table, prompts)
