@@ -52,16 +52,23 @@ def main() -> None:
     args = parser.parse_args()
     conversations = [[{"role": "user", "content": p["problem"]}] for p in generate_arithmetic(args.prompts, 2, 4, 0)]
     params = SamplingParams(n=args.n, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
-    backend = get_backend("openai", args.model, {"base_url": args.base_url, "max_concurrency": args.concurrency})
+    backend = get_backend("openai", args.model, {"base_url": args.base_url})
+
+    def as_the_stage_calls_it() -> int:
+        """Engine calls of `concurrency` requests each, one after another (generate.max_in_flight = concurrency x n):
+        the batch barrier the generate stage has today."""
+        chunks = [conversations[i : i + args.concurrency] for i in range(0, len(conversations), args.concurrency)]
+        return sum(c.num_tokens for chunk in chunks for g in backend.generate(chunk, params) for c in g)
+
     results = {}
     for name, work in (("bare openai client", lambda: bare(args.base_url, args.model, conversations, params,
                                                             args.concurrency)),
-                       ("sgpo-data openai backend", lambda: sum(c.num_tokens for g in backend.generate(
-                           conversations, params) for c in g))):
+                       ("sgpo-data openai backend", as_the_stage_calls_it)):
         started = time.perf_counter()
         tokens = work()
         results[name] = tokens / (time.perf_counter() - started)
         print(f"{name}: {tokens} tokens, {results[name]:.0f} tok/s")
+    backend.close()
     print(f"ratio (backend / bare): {results['sgpo-data openai backend'] / results['bare openai client']:.2f} "
           f"({args.prompts} prompts x n={args.n} x {args.max_new_tokens} tokens, {args.concurrency} in flight)")
 

@@ -77,10 +77,11 @@ class GenerateConfig(_Strict):
     model: str | None = Field(None, description="transformers: local folder, .gguf file or Hub id (None: the shipped "
                               "SmolLM2-135M-Instruct); openai: the model name the server serves")
     backend_options: dict = Field({}, description="the chosen backend's own options (see docs/ARCHITECTURE.md): "
-                                  "transformers: device, dtype; openai: base_url, api_key_env, max_concurrency, "
-                                  "timeout_s, max_retries, vllm_extensions")
+                                  "transformers: device, dtype; openai: base_url, api_key_env, timeout_s, "
+                                  "max_retries, vllm_extensions")
     sampling: SamplingConfig = SamplingConfig()
-    batch_size: int = Field(16, ge=1, description="sequences per engine call (prompts x G)")
+    max_in_flight: int = operational(16, ge=1, description="sequences in flight (prompts x G), for every backend: "
+                                     "a forward pass of transformers, concurrent requests x n to a server")
     system_prompt: str | None = None
     prompt_template: str = Field(
         "{problem}\n\nSolve the problem step by step, one step per paragraph, and finish with "
@@ -88,7 +89,7 @@ class GenerateConfig(_Strict):
         description="user message; {problem} is replaced by the problem text",
     )
     prompts_per_shard: int = Field(8, ge=1, description="prompts per output shard (the unit of resume and of --shard)")
-    max_refills: int = Field(2, ge=0, description="extra requests for the samples a server left out (fewer choices than n)")
+    max_refills: int = operational(2, ge=0, description="extra requests for the samples a server left out (fewer choices than n)")
 
 
 class GraderConfig(_Strict):
@@ -105,7 +106,7 @@ class JudgeConfig(_Strict):
     segmenter: str = Field("paragraph", description="how a response is cut into steps")
     segmenter_options: dict = Field({}, description="the segmenter's own options")
     judge_correct: bool = Field(False, description="also judge correct responses (an audit); default judges only wrong ones")
-    batch_size: int = Field(8, ge=1, description="judge requests per engine call")
+    max_in_flight: int = operational(8, ge=1, description="judge requests in flight (one sequence each)")
 
 
 class ScoreConfig(_Strict):

@@ -28,7 +28,7 @@ def cli_args(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, st
     """`sgpo-data` arguments for a small run (PROMPTS prompts, G samples, 2 shards) on the two servers."""
     args = [*stages, *([str(DEMO)] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
             "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
-            "--set", "generate.prompts_per_shard=2", "--set", f"generate.batch_size={G}", *extra]
+            "--set", "generate.prompts_per_shard=2", "--set", f"generate.max_in_flight={G}", *extra]
     for section, server in (("generate", policy), ("judge", judge)):
         args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model={model}", "--set",
                  f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]
@@ -210,3 +210,30 @@ def first_problem() -> str:
     from sgpo_data.data.arithmetic import generate_arithmetic
 
     return generate_arithmetic(PROMPTS, 2, 4, 0)[0]["problem"]
+
+
+def test_changing_max_in_flight_or_timeouts_of_a_finished_run_makes_no_new_call(servers, tmp_path):
+    policy, judge = servers
+    code, output = run(tmp_path, policy, judge)
+    assert code == 0, output
+    before = len(policy.log), len(judge.log)
+    code, output = run(tmp_path, policy, judge, "--set", "generate.max_in_flight=8", "--set", "judge.max_in_flight=3",
+                       "--set", "generate.max_refills=5", timeout_s=7)
+    assert code == 0, output  # operational settings: no --overwrite asked for
+    assert (len(policy.log), len(judge.log)) == before
+    for marker in [*tmp_path.glob("generate/*.done"), *tmp_path.glob("judge/*.done")]:
+        marker.unlink()  # as if killed before the markers: every shard is redone, its calls come from the cache
+    code, output = run(tmp_path, policy, judge, "--set", "generate.max_in_flight=12", "--set", "judge.max_in_flight=5")
+    assert code == 0, output
+    assert (len(policy.log), len(judge.log)) == before
+
+
+def test_one_client_serves_every_call_of_a_backend(servers):
+    from sgpo_data.backends import SamplingParams, get_backend
+
+    policy, _ = servers
+    backend = get_backend("openai", "fake", {"base_url": policy.base_url})
+    for seed in (1, 2, 3):
+        assert len(backend.generate([[{"role": "user", "content": "1 + 1?"}]], SamplingParams(n=2, seed=seed))[0]) == 2
+    assert backend.clients_made == 1
+    backend.close()

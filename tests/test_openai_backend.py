@@ -114,7 +114,7 @@ def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
     engine = [f"{section}.{key}={value}" for section in ("generate", "judge")
               for key, value in (("backend", "openai"), ("model", SERVED), ("backend_options.base_url", vllm_server))]
     recipe = load_recipe(REPO / "recipes" / "demo.yaml", tiny_overrides(num_problems=3, num_samples=3) + engine
-                         + ["generate.batch_size=64"])
+                         + ["generate.max_in_flight=64"])
     run_all(recipe, tmp_path)
     rows = pq.read_table(tmp_path / "export" / "part-00000.parquet").to_pylist()
     assert len(rows) == 9 and list(rows[0]) == CONTRACT_COLUMNS

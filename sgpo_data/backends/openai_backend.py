@@ -1,6 +1,8 @@
 """Any OpenAI-compatible chat-completions endpoint: a vLLM server, a hosted API.
 
-Requests run concurrently (up to `max_concurrency` in flight) with the `openai` client, whose own retries
+The requests of one engine call run concurrently (the stage sizes calls by `max_in_flight`) through one
+`AsyncOpenAI` client on one event loop for the backend's life, in a thread of its own: no new client, SSL
+context or connection pool per call. The client's own retries
 (`max_retries`, exponential backoff, `Retry-After` honoured) cover what is transient: connection errors,
 timeouts, 408/409/429 and 5xx. What is left after the retries is sorted by `classify`:
 - this request's fault (400/413/422, a 5xx or a timeout that persisted, a body that is not a chat completion)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +37,6 @@ class OpenAIOptions(BaseModel):
 
     base_url: str | None = Field(None, description="the server, e.g. http://127.0.0.1:8000/v1; None: api.openai.com")
     api_key_env: str = operational("OPENAI_API_KEY", description="environment variable holding the API key")
-    max_concurrency: int = operational(32, ge=1, description="requests in flight")
     timeout_s: float = operational(300.0, gt=0, description="seconds one attempt of a request may take")
     max_retries: int = operational(3, ge=0, description="retries of a transient failure, with backoff")
     vllm_extensions: bool = Field(True, description="the server is vLLM: token ids and guided choice")
@@ -51,36 +53,48 @@ class OpenAIBackend(Backend):
         if self.api_key is None:
             raise SgpoError(f"no API key: set ${options.api_key_env}, or set a base_url for a local server that needs none")
         self.vllm_extensions = self.supports_choice = options.vllm_extensions
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client = None
+        self.clients_made = 0  # one per backend life (a test checks it)
 
-    def _run(self, requests: list[dict]) -> list:
-        """Send every request; each ends with a ChatCompletion, a RequestError or a ServiceError."""
+    def _start(self) -> None:
+        """The event loop thread and the client, made at the first call."""
         from openai import AsyncOpenAI
 
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="openai-backend", daemon=True).start()
+        self._client = AsyncOpenAI(base_url=self.options.base_url, api_key=self.api_key,
+                                   timeout=self.options.timeout_s, max_retries=self.options.max_retries)
+        self.clients_made += 1
+
+    def _run(self, requests: list[dict]) -> list:
+        """Send every request at once; each ends with a ChatCompletion, a RequestError or a ServiceError."""
+        if self._loop is None:
+            self._start()
+        failed: list[ServiceError] = []  # the first service failure: requests not yet sent are not sent
+
+        async def one(request):
+            if failed:
+                return failed[0]
+            outcome = await self._send(request)
+            if isinstance(outcome, ServiceError):
+                failed.append(outcome)
+            return outcome
+
         async def run_all():
-            client = AsyncOpenAI(base_url=self.options.base_url, api_key=self.api_key,
-                                 timeout=self.options.timeout_s, max_retries=self.options.max_retries)
-            gate = asyncio.Semaphore(self.options.max_concurrency)
-            failed: list[ServiceError] = []  # the first service failure: nothing more is sent after it
+            return await asyncio.gather(*(one(r) for r in requests))
 
-            async def one(request):
-                async with gate:
-                    if failed:
-                        return failed[0]
-                    outcome = await self._send(client, request)
-                    if isinstance(outcome, ServiceError):
-                        failed.append(outcome)
-                    return outcome
+        return asyncio.run_coroutine_threadsafe(run_all(), self._loop).result()
 
-            try:
-                return await asyncio.gather(*(one(r) for r in requests))
-            finally:
-                await client.close()
+    def close(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = self._client = None
 
-        return asyncio.run(run_all())
-
-    async def _send(self, client, request: dict):
+    async def _send(self, request: dict):
         try:
-            raw = await client.chat.completions.with_raw_response.create(model=self.model_name, **request)
+            raw = await self._client.chat.completions.with_raw_response.create(model=self.model_name, **request)
         except Exception as exc:  # sorted into this request's fault or the service's
             return classify(exc, self.server, self.options)
         body = raw.http_response.text
@@ -167,7 +181,7 @@ def classify(exc: Exception, server: str, options: OpenAIOptions) -> RequestErro
                             f"check ${options.api_key_env}")
     if isinstance(exc, openai.RateLimitError):
         return ServiceError(f"{server} rate-limited the requests (429) {tries}: {first_line}; "
-                            "lower max_concurrency or raise max_retries, then rerun")
+                            "lower max_in_flight or raise max_retries, then rerun")
     if isinstance(exc, openai.NotFoundError):
         return ServiceError(f"{server} answered 404: {first_line}; check the model name and base_url")
     if isinstance(exc, openai.InternalServerError) or (status or 0) >= 500:

@@ -1,7 +1,7 @@
 """generate: G sampled responses per prompt, graded against the reference answer.
 
 Shards are fixed runs of `prompts_per_shard` prompts; inside a shard, engine calls are fixed batches of
-`batch_size / G` prompts. Each prompt's seed comes from the recipe seed and its prompt id, and each request is
+`max_in_flight / G` prompts. Each prompt's seed comes from the recipe seed and its prompt id, and each request is
 cached on its own (model, messages, sampling, seed), so a rerun pays only for what did not come back.
 
 Every prompt yields exactly G rows. A request that fails marks its prompt's rows (`generate_status` error, the
@@ -49,7 +49,7 @@ class GenerateStage(Stage):
         GRADERS.options(cfg.grader.name, cfg.grader.options, "grader.options")
 
     def config(self) -> dict:
-        generate = self.recipe.generate.model_dump(exclude={"max_refills"})  # operational: how hard to ask
+        generate = identity(self.recipe.generate)  # what decides the rows: not max_in_flight or max_refills
         generate["backend_options"] = identity(self.backend_options)
         return {"data": self.recipe.data.model_dump(), "generate": generate, "grader": self.recipe.grader.model_dump()}
 
@@ -86,7 +86,7 @@ class GenerateStage(Stage):
 
         prompts = shard.load().to_pylist()
         gen = self.recipe.generate
-        per_call = max(1, gen.batch_size // gen.sampling.num_samples)
+        per_call = max(1, gen.max_in_flight // gen.sampling.num_samples)
         rows: list[dict] = []
         with CallCache(StageFiles(self.run, self.name).cache_path(shard.index)) as cache:
             for start in range(0, len(prompts), per_call):

@@ -1,8 +1,8 @@
 """judge: cut every response into steps, then ask the step judge for the first wrong step of each wrong
 response (of every response with `judge.judge_correct`). One output shard per generate shard.
 
-Each judged row is cached on its own, keyed by the judge, its engine and the rendered item, never by batch
-size or timeouts. A failed request marks only its row (`judge_status` error, kind and text kept); rows whose
+Each judged row is cached on its own, keyed by the judge, its engine and the rendered item, never by
+max_in_flight or timeouts. A failed request marks only its row (`judge_status` error, kind and text kept); rows whose
 generation failed are not judged (`skipped_no_response`).
 """
 
@@ -41,7 +41,7 @@ class JudgeStage(Stage):
         SEGMENTERS.options(cfg.segmenter, cfg.segmenter_options, "judge.segmenter_options")
 
     def config(self) -> dict:
-        judge = self.recipe.judge.model_dump(exclude={"batch_size"})
+        judge = identity(self.recipe.judge)  # not max_in_flight
         judge["backend_options"] = identity(self.backend_options)
         return {"judge": judge}
 
@@ -90,8 +90,8 @@ class JudgeStage(Stage):
         verdicts: dict[int, Verdict] = {}
         rows = [int(i) for i in selected.nonzero()[0]]
         with CallCache(StageFiles(self.run, self.name).cache_path(shard.index)) as cache:
-            for start in range(0, len(rows), cfg.batch_size):
-                batch = rows[start : start + cfg.batch_size]
+            for start in range(0, len(rows), cfg.max_in_flight):
+                batch = rows[start : start + cfg.max_in_flight]
                 items = {i: JudgeInput(problems[i], solutions[i], steps[i]) for i in batch}
                 keys = {i: self._key(items[i]) for i in batch}
                 for i in batch:
