@@ -8,7 +8,7 @@ timeouts, 408/409/429 and 5xx. What is left after the retries is sorted by `clas
 - this request's fault (400/413/422, a 5xx or a timeout that persisted, a body that is not a chat completion)
   → a `RequestError` in its place: only its rows are marked;
 - the service's fault (refused connections, 401/403, 404 for the model, 429 past the retries) → `ServiceError`:
-  requests not yet sent are not sent, and the stage stops after recording what came back.
+  the stage records what came back, stops, and makes no further call.
 The API key is read from the environment variable named by `api_key_env` and never stored.
 
 With a vLLM server (`vllm_extensions=True`) the backend also asks for the generated token ids
@@ -71,18 +71,9 @@ class OpenAIBackend(Backend):
         """Send every request at once; each ends with a ChatCompletion, a RequestError or a ServiceError."""
         if self._loop is None:
             self._start()
-        failed: list[ServiceError] = []  # the first service failure: requests not yet sent are not sent
-
-        async def one(request):
-            if failed:
-                return failed[0]
-            outcome = await self._send(request)
-            if isinstance(outcome, ServiceError):
-                failed.append(outcome)
-            return outcome
 
         async def run_all():
-            return await asyncio.gather(*(one(r) for r in requests))
+            return await asyncio.gather(*(self._send(r) for r in requests))
 
         return asyncio.run_coroutine_threadsafe(run_all(), self._loop).result()
 
