@@ -119,6 +119,7 @@ def source_table(stats: dict) -> Table | None:
 def failed_rows(run, stages: list[str], limit: int = 3) -> list[str]:
     """A few of the rows in error of each stage: which prompt, which kind, the error's first line."""
     import pyarrow.compute as pc
+    import pyarrow.dataset as ds
 
     from sgpo_data.run_reader import StageFiles
 
@@ -129,8 +130,6 @@ def failed_rows(run, stages: list[str], limit: int = 3) -> list[str]:
         parts = [p for i, p in enumerate(files.parts()) if files.read_marker(i)]
         if not parts:
             continue
-        import pyarrow.dataset as ds
-
         table = ds.dataset([str(p) for p in parts]).to_table(columns=["prompt_id", "sample_idx", status, kind, text])
         failed = table.filter(pc.fill_null(pc.equal(table[status], "error"), False))
         for row in failed.slice(0, limit).to_pylist():

@@ -51,6 +51,15 @@ def fingerprint_table(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
+def total_errors(markers) -> dict[str, int]:
+    """Rows in error by kind, summed over shard markers."""
+    errors: dict[str, int] = {}
+    for marker in markers:
+        for kind, count in marker["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    return errors
+
+
 class StageFolder(StageFiles):
     """One stage's folder, for writing."""
 
@@ -103,15 +112,11 @@ class StageFolder(StageFiles):
         markers = {i: self.read_marker(i) for i in inputs}
         if any(m is None or m["input"] != inputs[i] for i, m in markers.items()):
             return None
-        errors: dict[str, int] = {}
-        for marker in markers.values():
-            for kind, count in marker["errors"].items():
-                errors[kind] = errors.get(kind, 0) + count
         manifest = self.manifest()
         manifest.update(
             status="complete",
             rows=sum(m["rows"] for m in markers.values()),
-            errors=errors,
+            errors=total_errors(markers.values()),
             statistics=statistics(markers),
             output_fingerprint=hash_json([markers[i]["output"] for i in sorted(markers)]),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from sgpo_data.config import Recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.pipeline.executors import Executor, LocalExecutor
-from sgpo_data.pipeline.folder import StageFolder
+from sgpo_data.pipeline.folder import StageFolder, total_errors
 from sgpo_data.pipeline.progress import Progress
 from sgpo_data.pipeline.stage import STAGES, Stage
 from sgpo_data.run_reader import StageFiles
@@ -81,12 +81,8 @@ def run_stage(name: str, recipe: Recipe, run: str | Path, shard: ShardSpec = Sha
     manifest = folder.finish(inputs, statistics)
     if manifest is not None:
         errors = manifest["errors"]
-    else:
-        errors = {}
-        for s in shards:
-            marker = folder.read_marker(s.index) if shard.owns(s.index) else None
-            for kind, count in (marker or {}).get("errors", {}).items():
-                errors[kind] = errors.get(kind, 0) + count
+    else:  # other processes' shards are pending: this process's own
+        errors = total_errors(m for i in inputs if shard.owns(i) and (m := folder.read_marker(i)))
     return StageResult(name, manifest, errors, len(pending))
 
 

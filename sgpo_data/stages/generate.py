@@ -63,8 +63,7 @@ class GenerateStage(Stage):
         return shards, fingerprint_table(prompts)
 
     def open(self, run) -> None:
-        super().open(run)
-        self.check()
+        super().open(run)  # check() has run: the runner calls it first
         self._backend = None
         self.grader = get_grader(self.recipe.grader.name, self.recipe.grader.options)
 

@@ -53,8 +53,7 @@ class JudgeStage(Stage):
         return shards, upstream.manifest()["identity"]
 
     def open(self, run) -> None:
-        super().open(run)
-        self.check()
+        super().open(run)  # check() has run: the runner calls it first
         cfg = self.recipe.judge
         self.segmenter = get_segmenter(cfg.segmenter, **cfg.segmenter_options)
         self._judge = None
