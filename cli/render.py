@@ -96,6 +96,9 @@ def summary_table(stats: dict, stage: str, run: str, wall_s: float) -> Table:
         hist = stats.get("distributions", {}).get(key)
         if hist and hist["n"]:
             table.add_row(label, f"{sparkline(hist['counts'])} mean {hist['mean']:.2f}")
+    for label, stage in (("tokens, policy (prompt / completion)", "generate"), ("tokens, judge (prompt / completion)", "judge")):
+        if f"{stage}_prompt_tokens" in stats:
+            table.add_row(label, f"{stats[f'{stage}_prompt_tokens']:,} / {stats[f'{stage}_completion_tokens']:,}")
     table.add_row("wall time", f"{wall_s:.1f} s")
     return table
 

@@ -45,6 +45,12 @@ STAT_MEANINGS = {  # score-manifest key -> meaning, in table order; keys not lis
     "judge_failed_outcome_reward": "wrong responses left at reward 0 because the judge's answer could not be parsed",
     "rows_in_error": "rows left out of scoring and of every view: their generate or judge request failed",
     "groups_with_rows_in_error": "groups scored over fewer than G rows because some of theirs are in error",
+    "generate_requests": "policy requests that produced the responses (one per prompt, plus refills)",
+    "generate_prompt_tokens": "policy prompt tokens, counted once per request (not once per sample)",
+    "generate_completion_tokens": "policy completion tokens (the responses)",
+    "judge_requests": "judge requests",
+    "judge_prompt_tokens": "judge prompt tokens",
+    "judge_completion_tokens": "judge completion tokens (0 when answers are scored by likelihood)",
 }
 SOURCE_COLUMNS = ["prompts", "responses", "accuracy", "all_negative_groups", "zero_std_groups_grpo",
                   "zero_std_groups_sgpo", "mean_reward"]

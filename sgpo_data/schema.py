@@ -22,6 +22,7 @@ GENERATE_FIELDS = [
     pa.field("response", pa.string()),
     pa.field("finish_reason", pa.string()),
     pa.field("policy_model", pa.string()),
+    pa.field("prompt_tokens", pa.int32()),  # extension: the prompt's length in tokens (usage; paid once for G samples)
     pa.field("response_tokens", pa.int32()),
     pa.field("response_logprobs", pa.list_(pa.float32())),
     pa.field("response_token_ids", pa.list_(pa.int32())),  # extension: the exact tokens the logprobs belong to
@@ -39,6 +40,8 @@ JUDGE_FIELDS = [
     pa.field("judge_status", pa.string()),
     pa.field("judge_model", pa.string()),
     pa.field("judge_raw", pa.string()),
+    pa.field("judge_prompt_tokens", pa.int32()),  # extension: usage of the row's judge request
+    pa.field("judge_completion_tokens", pa.int32()),
     pa.field("judge_error_kind", pa.string()),  # judge_status error: an ErrorKind
     pa.field("judge_error", pa.string()),  # judge_status error: the error text
 ]

@@ -1,6 +1,7 @@
 import pytest
 
-from sgpo_data.backends import Backend, Completion
+from sgpo_data.backends import Completion, Generation
+from sgpo_data.backends.base import BatchBackend
 from sgpo_data.errors import ServiceError
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.judges import JudgeInput, get_judge, parse_first_error
@@ -40,18 +41,18 @@ def test_prompt_wraps_numbered_steps_and_names_the_range():
     assert "(none given)" in render_prompt(load_template(), JudgeInput("p", None, ["x"]))
 
 
-class ScriptedBackend(Backend):
-    """Fault injection: replies with fixed texts, or raises."""
+class ScriptedBackend(BatchBackend):
+    """Fault injection: replies with fixed texts, or fails every request."""
 
     model_name = "scripted"
 
     def __init__(self, replies=None, error=None):
         self.replies, self.error = replies or [], error
 
-    def generate(self, conversations, params, seeds=None):
+    def generate_batch(self, requests):
         if self.error:
-            return [self.error for _ in conversations]
-        return [[Completion(self.replies.pop(0), "stop", 1, None)] for _ in conversations]
+            return [self.error for _ in requests]
+        return [Generation([Completion(self.replies.pop(0), "stop", 1, None)], 10) for _ in requests]
 
 
 def test_unconstrained_judge_keeps_raw_on_parse_error():
@@ -60,6 +61,7 @@ def test_unconstrained_judge_keeps_raw_on_parse_error():
     assert [v.status for v in verdicts] == [JudgeStatus.OK, JudgeStatus.PARSE_ERROR, JudgeStatus.PARSE_ERROR]
     assert verdicts[0].first_error_step == 1
     assert verdicts[1].raw == "I think step one is wrong"
+    assert (verdicts[0].prompt_tokens, verdicts[0].completion_tokens) == (10, 1)
 
 
 def test_a_failed_request_becomes_an_error_verdict_with_its_kind():

@@ -1,9 +1,10 @@
 """Engines, chosen by name: `get_backend("transformers", model=..., options={...})`. Each backend registers its
 own options model (`generate.backend_options` / `judge.backend_options` in a recipe)."""
 
-from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
+from sgpo_data.backends.base import Backend, Choice, Completion, Conversation, Feed, Generation, Request, SamplingParams
 from sgpo_data.backends.openai_backend import OpenAIOptions
 from sgpo_data.backends.transformers_backend import TransformersOptions
+from sgpo_data.backends.vllm_backend import VLLMOptions
 from sgpo_data.registry import Registry
 
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -23,9 +24,17 @@ def _openai(model: str | None, options: OpenAIOptions) -> Backend:
     return OpenAIBackend(model=model, options=options)
 
 
+@BACKENDS.register("vllm", options=VLLMOptions)
+def _vllm(model: str | None, options: VLLMOptions) -> Backend:
+    from sgpo_data.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend(model=model, options=options)
+
+
 def get_backend(name: str, model: str | None = None, options: dict | None = None, key: str = "backend_options") -> Backend:
     """The engine `name` holding `model`, its options validated by the backend's own model."""
     return BACKENDS.get(name, model=model, options=BACKENDS.options(name, options, key))
 
 
-__all__ = ["BACKENDS", "Backend", "Completion", "Conversation", "SamplingParams", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Choice", "Completion", "Conversation", "Feed", "Generation", "Request", "SamplingParams",
+           "get_backend"]

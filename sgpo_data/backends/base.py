@@ -1,12 +1,19 @@
-"""The engine protocol: sample n completions per conversation; optionally pick one of fixed choices.
+"""The engine protocol. A stage hands an engine `Request`s through a `Feed` and takes the results back as they
+complete (`Backend.stream`): at most `max_in_flight` sequences are outstanding at any time, across prompts and
+shards, so no request waits for a slow neighbour to finish.
 
-Each request ends with its result, or in its place a `RequestError` (the stage marks only that request's rows)
-or a `ServiceError` (the service itself failed: the stage records every result that came back, then stops)."""
+Each request ends with its result (`Generation`: n completions; `Choice`: the picked answer), or in its place a
+`RequestError` (the stage marks only that request's rows) or a `ServiceError` (the service itself failed: the
+stage records every result that came back, then stops). `generate` and `choose` are the same for a list of
+requests, in order, for callers that want one call and a list back.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 
 from sgpo_data.errors import ServiceError
 from sgpo_data.outcomes import RequestError
@@ -40,6 +47,74 @@ class Completion:
         return asdict(self)
 
 
+@dataclass(eq=False)
+class Request:
+    """One call: `params.n` samples of a conversation (its own `seed`), or, with `choices`, the answer among them
+    the model finds likeliest. `tag` is the caller's, handed back with the result."""
+
+    conversation: Conversation
+    params: SamplingParams | None = None
+    seed: int = 0
+    choices: list[str] | None = None
+    tag: object = None
+
+    @property
+    def sequences(self) -> int:
+        """What the request counts against `max_in_flight`."""
+        return 1 if self.choices is not None else self.params.n
+
+
+@dataclass(frozen=True)
+class Generation:
+    completions: list[Completion]  # up to n: a server may return fewer
+    prompt_tokens: int  # the prompt's length, paid once for all n samples
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int  # into the request's choices
+    prompt_tokens: int
+    completion_tokens: int = 0  # a likelihood-scored pick decodes nothing
+
+
+Result = Generation | Choice | RequestError | ServiceError
+
+
+@dataclass(eq=False)
+class Feed:
+    """The requests waiting to go out, drawn lazily from `source` (a stage opens a shard only when its requests
+    are needed); follow-up requests (refills) go to the front. A closed feed hands out nothing more."""
+
+    source: Iterator[Request] = field(default_factory=lambda: iter(()))
+    closed: bool = False
+
+    def __post_init__(self):
+        self._queue: deque[Request] = deque()
+
+    @classmethod
+    def of(cls, requests: Iterable[Request]) -> "Feed":
+        return cls(iter(requests))
+
+    def pop(self, budget: int | None = None) -> Request | None:
+        """The next request if it fits in `budget` sequences (None: any); None when there is none now."""
+        if self.closed:
+            return None
+        if not self._queue:
+            nxt = next(self.source, None)
+            if nxt is None:
+                return None
+            self._queue.append(nxt)
+        if budget is not None and self._queue[0].sequences > budget:
+            return None
+        return self._queue.popleft()
+
+    def push_front(self, requests: list[Request]) -> None:
+        self._queue.extendleft(reversed(requests))
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class Backend(ABC):
     """One engine holding one model."""
 
@@ -47,14 +122,61 @@ class Backend(ABC):
     supports_choice: bool = False
 
     @abstractmethod
+    def stream(self, feed: Feed, max_in_flight: int) -> Iterator[tuple[Request, Result]]:
+        """Send the feed's requests, keeping at most `max_in_flight` sequences outstanding (always at least one
+        request), and yield each with its result as it completes, until the feed and the engine are empty."""
+
+    def run(self, requests: list[Request], max_in_flight: int | None = None) -> list[Result]:
+        """Every request's result, in order (all in flight at once unless `max_in_flight` says otherwise)."""
+        for position, request in enumerate(requests):
+            request.tag = position
+        results: list[Result | None] = [None] * len(requests)
+        budget = max_in_flight or max(1, sum(r.sequences for r in requests))
+        for request, result in self.stream(Feed.of(requests), budget):
+            results[request.tag] = result
+        return results
+
     def generate(self, conversations: list[Conversation], params: SamplingParams,
                  seeds: list[int] | None = None) -> list[list[Completion] | Outcome]:
-        """Up to `params.n` completions for each conversation, in order (a server may return fewer), or the
-        request's error. `seeds`: one per conversation (default `params.seed + i`)."""
+        """Up to `params.n` completions for each conversation, or the request's error. `seeds`: one per
+        conversation (default `params.seed + i`)."""
+        seeds = seeds or [params.seed + i for i in range(len(conversations))]
+        results = self.run([Request(c, params, seed) for c, seed in zip(conversations, seeds)])
+        return [r.completions if isinstance(r, Generation) else r for r in results]
 
     def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int | Outcome]:
         """For each conversation, the index of the answer the model finds most likely among its choices."""
-        raise NotImplementedError(f"{type(self).__name__} cannot constrain answers to fixed choices")
+        if not self.supports_choice:
+            raise NotImplementedError(f"{type(self).__name__} cannot constrain answers to fixed choices")
+        results = self.run([Request(c, choices=list(options)) for c, options in zip(conversations, choices)])
+        return [r.index if isinstance(r, Choice) else r for r in results]
 
     def close(self) -> None:
         """Free the engine's memory."""
+
+
+class BatchBackend(Backend):
+    """An engine that runs a batch at a time (transformers): the window is filled, run as one batch per kind of
+    request, and refilled."""
+
+    def stream(self, feed: Feed, max_in_flight: int) -> Iterator[tuple[Request, Result]]:
+        while (first := feed.pop()) is not None:
+            batch, used = [first], first.sequences
+            while (request := feed.pop(max_in_flight - used)) is not None:
+                batch.append(request)
+                used += request.sequences
+            groups: dict[object, list[Request]] = {}
+            for request in batch:  # one engine call per kind: choices, or one set of sampling parameters
+                kind = "choose" if request.choices is not None else (request.params.n, request.params.temperature,
+                                                                    request.params.top_p, request.params.max_new_tokens)
+                groups.setdefault(kind, []).append(request)
+            for kind, group in groups.items():
+                results = self.choose_batch(group) if kind == "choose" else self.generate_batch(group)
+                yield from zip(group, results)
+
+    @abstractmethod
+    def generate_batch(self, requests: list[Request]) -> list[Result]:
+        """Requests that share their sampling parameters (all but the seed), as one batch."""
+
+    def choose_batch(self, requests: list[Request]) -> list[Result]:
+        raise NotImplementedError(f"{type(self).__name__} cannot constrain answers to fixed choices")

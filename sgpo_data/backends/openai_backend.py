@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat-completions endpoint: a vLLM server, a hosted API.
 
-The requests of one engine call run concurrently (the stage sizes calls by `max_in_flight`) through one
-`AsyncOpenAI` client on one event loop for the backend's life, in a thread of its own: no new client, SSL
+Requests stream: up to `max_in_flight` sequences (requests x n) are outstanding at once, and each one that
+completes is handed back and replaced by the next, so a slow request never holds the others up. They go through
+one `AsyncOpenAI` client on one event loop for the backend's life, in a thread of its own: no new client, SSL
 context or connection pool per call. The client's own retries
 (`max_retries`, exponential backoff, `Retry-After` honoured) cover what is transient: connection errors,
 timeouts, 408/409/429 and 5xx. What is left after the retries is sorted by `classify`:
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import threading
+from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.backends.base import Backend, Completion, Conversation, Outcome, SamplingParams
+from sgpo_data.backends.base import Backend, Choice, Completion, Feed, Generation, Request, Result
 from sgpo_data.config import operational
 from sgpo_data.errors import SgpoError, ServiceError
 from sgpo_data.outcomes import ErrorKind, RequestError
@@ -67,15 +70,39 @@ class OpenAIBackend(Backend):
                                    timeout=self.options.timeout_s, max_retries=self.options.max_retries)
         self.clients_made += 1
 
-    def _run(self, requests: list[dict]) -> list:
-        """Send every request at once; each ends with a ChatCompletion, a RequestError or a ServiceError."""
+    def stream(self, feed: Feed, max_in_flight: int) -> Iterator[tuple[Request, Result]]:
         if self._loop is None:
             self._start()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        in_flight = 0
+        while True:
+            while (request := feed.pop(None if in_flight == 0 else max_in_flight - in_flight)) is not None:
+                future = asyncio.run_coroutine_threadsafe(self._one(request), self._loop)
+                future.add_done_callback(lambda f, r=request: done.put((r, f)))
+                in_flight += request.sequences
+            if in_flight == 0:
+                return
+            request, future = done.get()
+            in_flight -= request.sequences
+            yield request, future.result()
 
-        async def run_all():
-            return await asyncio.gather(*(self._send(r) for r in requests))
-
-        return asyncio.run_coroutine_threadsafe(run_all(), self._loop).result()
+    async def _one(self, request: Request) -> Result:
+        if request.choices is not None:
+            return self._choice(request, await self._send({
+                "messages": request.conversation, "temperature": 0.0,
+                "max_tokens": max(len(o) for o in request.choices) + 8,
+                "extra_body": {"structured_outputs": {"choice": request.choices}}}))
+        params = request.params
+        response = await self._send({
+            "messages": request.conversation, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens, "seed": request.seed, "logprobs": True,
+            "extra_body": {"return_tokens_as_token_ids": True} if self.vllm_extensions else {}})
+        if isinstance(response, (RequestError, ServiceError)):
+            return response
+        try:
+            return Generation([self._completion(choice) for choice in response.choices], _prompt_tokens(response))
+        except Exception as exc:
+            return RequestError(ErrorKind.INVALID_RESPONSE, f"malformed choice: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         if self._loop is not None:
@@ -98,26 +125,6 @@ class OpenAIBackend(Backend):
             return RequestError(ErrorKind.INVALID_RESPONSE, f"not a chat completion ({type(exc).__name__}: {exc}); "
                                 f"body: {body!r}")
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams,
-                 seeds: list[int] | None = None) -> list[list[Completion] | Outcome]:
-        seeds = seeds or [params.seed + i for i in range(len(conversations))]
-        extra = {"return_tokens_as_token_ids": True} if self.vllm_extensions else {}
-        requests = [
-            {"messages": c, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
-             "max_tokens": params.max_new_tokens, "seed": seed, "logprobs": True, "extra_body": extra}
-            for c, seed in zip(conversations, seeds)
-        ]
-        results = []
-        for response in self._run(requests):
-            if isinstance(response, (RequestError, ServiceError)):
-                results.append(response)
-                continue
-            try:
-                results.append([self._completion(choice) for choice in response.choices])
-            except Exception as exc:
-                results.append(RequestError(ErrorKind.INVALID_RESPONSE, f"malformed choice: {type(exc).__name__}: {exc}"))
-        return results
-
     def _completion(self, choice) -> Completion:
         if choice.message is None:
             raise ValueError("a choice without a message")
@@ -133,25 +140,20 @@ class OpenAIBackend(Backend):
             token_ids=ids,
         )
 
-    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int | Outcome]:
+    def _choice(self, request: Request, response) -> Result:
         """vLLM's guided choice: the server can only produce one of the options."""
-        if not self.vllm_extensions:
-            return super().choose(conversations, choices)
-        requests = [
-            {"messages": c, "temperature": 0.0, "max_tokens": max(len(o) for o in options) + 8,
-             "extra_body": {"structured_outputs": {"choice": options}}}
-            for c, options in zip(conversations, choices)
-        ]
-        picks = []
-        for response, options in zip(self._run(requests), choices):
-            if isinstance(response, (RequestError, ServiceError)):
-                picks.append(response)
-                continue
-            answer = (response.choices[0].message.content or "").strip() if response.choices else None
-            picks.append(options.index(answer) if answer in options else RequestError(
-                ErrorKind.INVALID_RESPONSE, f"answer {answer!r} outside the allowed choices; is it a vLLM server "
-                "(guided choice)? set judge.backend_options.vllm_extensions: false otherwise"))
-        return picks
+        if isinstance(response, (RequestError, ServiceError)):
+            return response
+        answer = (response.choices[0].message.content or "").strip() if response.choices else None
+        if answer not in request.choices:
+            return RequestError(ErrorKind.INVALID_RESPONSE, f"answer {answer!r} outside the allowed choices; is it a "
+                                "vLLM server (guided choice)? set judge.backend_options.vllm_extensions: false otherwise")
+        usage = response.usage
+        return Choice(request.choices.index(answer), _prompt_tokens(response), usage.completion_tokens if usage else 0)
+
+
+def _prompt_tokens(response) -> int:
+    return response.usage.prompt_tokens if response.usage else 0
 
 
 def classify(exc: Exception, server: str, options: OpenAIOptions) -> RequestError | ServiceError:

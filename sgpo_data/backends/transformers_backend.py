@@ -1,5 +1,6 @@
 """transformers on CPU or one GPU: batched sampling with behaviour log-probabilities, and answer choice by
-likelihood (so even a small judge always returns one of the allowed answers)."""
+likelihood (so even a small judge always returns one of the allowed answers). A batch is what fits in
+`max_in_flight` sequences: one `model.generate` per set of sampling parameters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.backends.base import Backend, Completion, Conversation, SamplingParams
+from sgpo_data.backends.base import BatchBackend, Choice, Completion, Conversation, Generation, Request
+from sgpo_data.backends.chat import answer_ids, prompt_text
 from sgpo_data.backends.models import load_model
 from sgpo_data.errors import SgpoError
 
@@ -28,7 +30,7 @@ def batch_seed(seeds: list[int]) -> int:
     return int.from_bytes(hashlib.sha256(",".join(map(str, seeds)).encode()).digest()[:4], "little")
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(BatchBackend):
     supports_choice = True
 
     def __init__(self, model: str | None = None, device: str | None = None, dtype: str | None = None):
@@ -52,16 +54,16 @@ class TransformersBackend(Backend):
         return backend
 
     def _prompt_text(self, conversation: Conversation) -> str:
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return prompt_text(self.tokenizer, conversation)
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams,
-                 seeds: list[int] | None = None) -> list[list[Completion]]:
+    def generate_batch(self, requests: list[Request]) -> list[Generation]:
         import torch
 
-        texts = [self._prompt_text(c) for c in conversations]
+        params = requests[0].params
+        texts = [self._prompt_text(r.conversation) for r in requests]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = params.temperature > 0
-        torch.manual_seed(batch_seed(seeds) if seeds else params.seed)
+        torch.manual_seed(batch_seed([r.seed for r in requests]))
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
@@ -86,8 +88,10 @@ class TransformersBackend(Backend):
                 dim=1,
             ).cpu()
         tokens = tokens.cpu()
+        prompt_tokens = enc.attention_mask.sum(dim=1).tolist()
         completions = [self._completion(tokens[i], logprobs[i]) for i in range(tokens.shape[0])]
-        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(conversations))]
+        return [Generation(completions[i * params.n : (i + 1) * params.n], int(prompt_tokens[i]))
+                for i in range(len(requests))]
 
     def _completion(self, tokens, logprobs) -> Completion:
         ids = tokens.tolist()
@@ -101,23 +105,16 @@ class TransformersBackend(Backend):
             token_ids=ids[:length],
         )
 
-    def _answer_ids(self, conversation: Conversation, prompt: str, answer: str) -> list[int]:
-        """Tokens of a whole assistant turn `answer` as the chat template closes it (end-of-turn included)."""
-        full = self.tokenizer.apply_chat_template(
-            conversation + [{"role": "assistant", "content": answer}], tokenize=False
-        )
-        tail = full[len(prompt) :] if full.startswith(prompt) else answer + self.tokenizer.eos_token
-        return self.tokenizer(tail, add_special_tokens=False).input_ids
-
-    def choose(self, conversations: list[Conversation], choices: list[list[str]]) -> list[int]:
+    def choose_batch(self, requests: list[Request]) -> list[Choice]:
         """Score each whole answer turn by its log-likelihood; the prompt is encoded once and its cache shared."""
         import torch
 
         picks = []
-        for conversation, options in zip(conversations, choices):
+        for request in requests:
+            conversation, options = request.conversation, request.choices
             prompt = self._prompt_text(conversation)
             prompt_ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
-            answers = [self._answer_ids(conversation, prompt, a) for a in options]
+            answers = [answer_ids(self.tokenizer, conversation, prompt, a) for a in options]
             width = max(len(a) for a in answers)
             pad = self.tokenizer.pad_token_id
             cand = torch.tensor([a + [pad] * (width - len(a)) for a in answers])
@@ -132,7 +129,7 @@ class TransformersBackend(Backend):
                 logits = torch.cat([head.logits[:, -1:].expand(len(options), -1, -1), tail.logits[:, :-1]], dim=1)
                 token_lp = torch.log_softmax(logits.float(), dim=-1).gather(2, cand.to(self.device).unsqueeze(2))
                 scores = (token_lp.squeeze(2).cpu() * mask).sum(dim=1)
-            picks.append(int(scores.argmax()))
+            picks.append(Choice(int(scores.argmax()), prompt_ids.shape[1]))
         return picks
 
     def close(self) -> None:

@@ -22,6 +22,9 @@ class Grader(ABC):
     def grade(self, responses: list[str], references: list[str | None]) -> list[GradeResult]:
         """Return one GradeResult per response, in order. A bad row is a status, never an exception."""
 
+    def warm(self) -> None:
+        """Start whatever the grader needs (worker processes) ahead of the first row."""
+
     def close(self) -> None:
         """Release whatever the grader holds. Safe to call more than once."""
 

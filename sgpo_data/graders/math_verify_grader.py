@@ -126,6 +126,9 @@ class MathVerifyGrader(Grader):
             self._pool = pool
         return self._pool
 
+    def warm(self) -> None:
+        self._warm_pool()
+
     def _terminate(self) -> None:
         if self._pool is not None:
             self._pool.terminate()

@@ -7,13 +7,13 @@ strictly, a bad reply becoming `parse_error` with the raw text kept.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 from string import Template
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.backends import Backend, SamplingParams
-from sgpo_data.errors import ServiceError
+from sgpo_data.backends.base import Backend, Choice, Request, Result, SamplingParams
 from sgpo_data.judges.base import Judge, JudgeInput, Verdict
 from sgpo_data.judges.parse import parse_first_error
 from sgpo_data.outcomes import RequestError
@@ -52,24 +52,18 @@ class LLMJudge(Judge):
     def conversation(self, item: JudgeInput) -> list[dict[str, str]]:
         return [{"role": "user", "content": render_prompt(self.template, item)}]
 
-    def judge(self, items: list[JudgeInput]) -> list[Verdict | ServiceError]:
-        """One engine call for all items; each request's failure stays with its own item."""
-        verdicts = []
-        for raw, item in zip(self._answers(items), items):
-            if isinstance(raw, ServiceError):
-                verdicts.append(raw)
-            elif isinstance(raw, RequestError):
-                verdicts.append(Verdict.failed(raw))
-            else:
-                verdicts.append(parse_first_error(raw, len(item.steps)))
-        return verdicts
-
-    def _answers(self, batch: list[JudgeInput]) -> list:
-        conversations = [self.conversation(item) for item in batch]
+    def request(self, item: JudgeInput) -> Request:
         if self.constrained:
-            choices = [[str(i) for i in range(-1, len(item.steps))] for item in batch]
-            picks = self.backend.choose(conversations, choices)
-            return [p if isinstance(p, (RequestError, ServiceError)) else options[p] for options, p in zip(choices, picks)]
-        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return [g if isinstance(g, (RequestError, ServiceError)) else (g[0].text if g else None)
-                for g in self.backend.generate(conversations, params)]
+            return Request(self.conversation(item), choices=[str(i) for i in range(-1, len(item.steps))])
+        return Request(self.conversation(item), SamplingParams(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens))
+
+    def verdict(self, item: JudgeInput, result: Result) -> Verdict:
+        if isinstance(result, RequestError):
+            return Verdict.failed(result)
+        if isinstance(result, Choice):
+            raw, completion_tokens = str(result.index - 1), result.completion_tokens  # choices are -1..K-1
+        else:
+            raw = result.completions[0].text if result.completions else None
+            completion_tokens = sum(c.num_tokens for c in result.completions)
+        return replace(parse_first_error(raw, len(item.steps)), prompt_tokens=result.prompt_tokens,
+                       completion_tokens=completion_tokens)

@@ -21,21 +21,21 @@ class Executor(Protocol):
         """Process every shard and write it (rows, then marker) into `folder`."""
 
 
-def _write(stage: Stage, folder: StageFolder, shard: Shard) -> None:
-    out = stage.process(shard)
-    folder.write_shard(shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), out.stats)
+def _write(stage: Stage, folder: StageFolder, shards: list[Shard]) -> None:
+    """Process the shards and write each one (rows, then marker) as soon as it is done."""
+    for shard, out in stage.process_shards(shards):
+        folder.write_shard(shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), out.stats)
 
 
 class LocalExecutor:
-    """The shards one after another in this process, with one engine."""
+    """The shards in this process, with one engine (whose request window spans shard boundaries)."""
 
     def run(self, stage: Stage, folder: StageFolder, shards: list[Shard], progress: Progress) -> None:
         task = progress.task(stage.name, total=sum(s.rows for s in shards))
         stage.open(folder.run)
         stage.advance = lambda n: progress.advance(task, n)
         try:
-            for shard in shards:
-                _write(stage, folder, shard)
+            _write(stage, folder, shards)
         finally:
             stage.close()
 
@@ -48,7 +48,7 @@ class _ShardWorker:
         self.stage.open(self.folder.run)
 
     def process(self, shard: Shard) -> int:
-        _write(self.stage, self.folder, shard)
+        _write(self.stage, self.folder, [shard])
         return shard.rows
 
 

@@ -6,6 +6,7 @@ shard at a time. Adding a stage is one file with a `Stage` subclass and its `@ST
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -59,6 +60,7 @@ class Stage(ABC):
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
+        self.run: Path | None = None  # the run folder, once the runner or an executor has set it
         self.advance = lambda n: None  # progress: the executor sets it; stages call it as rows are done
 
     def check(self) -> None:
@@ -80,6 +82,12 @@ class Stage(ABC):
     def process(self, shard: Shard) -> ShardOutput:
         """The shard's rows: the input's columns plus `adds`. A failed request is a row status; a failed service
         raises ServiceError after every result that came back is in the call cache."""
+
+    def process_shards(self, shards: list[Shard]) -> Iterator[tuple[Shard, ShardOutput]]:
+        """Each shard with its rows, as they are done (a stage that calls an engine streams its requests across
+        shard boundaries: `sgpo_data.pipeline.stream`)."""
+        for shard in shards:
+            yield shard, self.process(shard)
 
     def close(self) -> None:
         """Free engines and workers."""

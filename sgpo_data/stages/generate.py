@@ -1,8 +1,9 @@
 """generate: G sampled responses per prompt, graded against the reference answer.
 
-Shards are fixed runs of `prompts_per_shard` prompts; inside a shard, engine calls are fixed batches of
-`max_in_flight / G` prompts. Each prompt's seed comes from the recipe seed and its prompt id, and each request is
-cached on its own (model, messages, sampling, seed), so a rerun pays only for what did not come back.
+Shards are fixed runs of `prompts_per_shard` prompts. One request per prompt (n = G) streams through the engine
+with up to `max_in_flight` sequences outstanding across prompts and shards, and a shard is written as soon as
+its last prompt is answered. Each prompt's seed comes from the recipe seed and its prompt id, and each request
+is cached on its own (model, messages, sampling, seed), so a rerun pays only for what did not come back.
 
 Every prompt yields exactly G rows. A request that fails marks its prompt's rows (`generate_status` error, the
 kind and text kept, `response` null); a server that returns fewer choices than asked is asked again for the
@@ -12,18 +13,20 @@ missing samples (`max_refills` times, each with a seed of its own), and a shortf
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
-from sgpo_data.backends import BACKENDS, Completion, SamplingParams, get_backend
+from sgpo_data.backends import BACKENDS, Completion, Request, SamplingParams, get_backend
 from sgpo_data.config import identity
 from sgpo_data.data import load_prompts
-from sgpo_data.errors import ServiceError
 from sgpo_data.graders import GRADERS, get_grader
+from sgpo_data.graders.base import GradeResult
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.pipeline.cache import CallCache, request_key
 from sgpo_data.pipeline.folder import fingerprint_table
-from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
+from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput
+from sgpo_data.pipeline.stream import ShardJob, StreamingStage
 from sgpo_data.prompts import conversation
 from sgpo_data.schema import GENERATE_FIELDS, GENERATE_SCHEMA, GenerateStatus, GradeStatus, PROMPT_SCHEMA
 
@@ -34,7 +37,7 @@ def prompt_seed(seed: int, prompt_id: str, drawn: int = 0) -> int:
 
 
 @STAGES.register("generate")
-class GenerateStage(Stage):
+class GenerateStage(StreamingStage):
     name = "generate"
     upstream = None
     needs = tuple(PROMPT_SCHEMA.names)
@@ -65,10 +68,14 @@ class GenerateStage(Stage):
     def open(self, run) -> None:
         super().open(run)  # check() has run: the runner calls it first
         self._backend = None
+        self.max_in_flight = self.recipe.generate.max_in_flight
         self.grader = get_grader(self.recipe.grader.name, self.recipe.grader.options)
+        # Grading runs on a thread of its own (math-verify's work is in a worker process), so the request window
+        # is refilled while prompts are graded; the worker starts while the first requests are out.
+        self.grading = ThreadPoolExecutor(1, thread_name_prefix="grader")
+        self.grading.submit(self.grader.warm)
 
-    @property
-    def backend(self):
+    def engine(self):
         """Loaded at the first request the cache cannot answer: a rerun of cached work loads no model."""
         if self._backend is None:
             gen = self.recipe.generate
@@ -76,97 +83,121 @@ class GenerateStage(Stage):
         return self._backend
 
     def close(self) -> None:
+        self.grading.shutdown(cancel_futures=True)
         self.grader.close()
         if self._backend is not None:
             self._backend.close()
 
-    def process(self, shard: Shard) -> ShardOutput:
+    def job(self, shard: Shard) -> "_GenerateJob":
         from sgpo_data.run_reader import StageFiles
 
-        prompts = shard.load().to_pylist()
-        gen = self.recipe.generate
-        per_call = max(1, gen.max_in_flight // gen.sampling.num_samples)
-        rows: list[dict] = []
-        with CallCache(StageFiles(self.run, self.name).cache_path(shard.index)) as cache:
-            for start in range(0, len(prompts), per_call):
-                batch = prompts[start : start + per_call]
-                rows += self._generate(batch, cache)
-                self.advance(len(batch) * gen.sampling.num_samples)
-        return ShardOutput(self._grade(pa.Table.from_pylist(rows)))
+        return _GenerateJob(self, shard, CallCache(StageFiles(self.run, self.name).cache_path(shard.index)))
 
-    def _generate(self, batch: list[dict], cache: CallCache) -> list[dict]:
-        """G rows per prompt of `batch`: cached samples first, then requests for the missing ones."""
-        gen = self.recipe.generate
-        G = gen.sampling.num_samples
-        conversations = [conversation(gen, row["problem"]) for row in batch]
-        keys = [request_key(backend=gen.backend, model=gen.model, options=identity(self.backend_options),
-                            messages=c, sampling=gen.sampling.model_dump(exclude={"num_samples"}),
-                            seed=prompt_seed(gen.sampling.seed, row["prompt_id"]))
-                for c, row in zip(conversations, batch)]
-        entries = [cache.get(key) or {"model": None, "samples": []} for key in keys]
-        errors: dict[int, RequestError] = {}
-        for _ in range(1 + gen.max_refills):
-            todo = [i for i, e in enumerate(entries) if len(e["samples"]) < G and i not in errors]
-            fatal = None
-            for n in sorted({G - len(entries[i]["samples"]) for i in todo}):  # one engine call per sample count
-                idx = [i for i in todo if G - len(entries[i]["samples"]) == n]
-                seeds = [prompt_seed(gen.sampling.seed, batch[i]["prompt_id"], len(entries[i]["samples"])) for i in idx]
-                params = SamplingParams(n=n, temperature=gen.sampling.temperature, top_p=gen.sampling.top_p,
-                                        max_new_tokens=gen.sampling.max_new_tokens, seed=seeds[0])
-                results = self.backend.generate([conversations[i] for i in idx], params, seeds)
-                done = {}
-                for i, result in zip(idx, results):
-                    if isinstance(result, ServiceError):
-                        fatal = fatal or result
-                    elif isinstance(result, RequestError):
-                        errors[i] = result
-                    elif result:
-                        entries[i]["samples"] += [c.to_dict() for c in result[:n]]
-                        entries[i]["model"] = self.backend.model_name
-                        done[keys[i]] = entries[i]
-                cache.put_many(done)  # what came back is kept before a service failure stops the stage
-            if fatal:
-                raise fatal
+
+class _GenerateJob(ShardJob):
+    """One shard's prompts: cached samples first, then one request per prompt for the missing ones, and refills
+    (each with a seed of its own) for samples a server left out."""
+
+    def __init__(self, stage: GenerateStage, shard: Shard, cache: CallCache):
+        super().__init__(shard)
+        self.stage, self.cache, self.gen = stage, cache, stage.recipe.generate
+        self.G = self.gen.sampling.num_samples
+        self.prompts = shard.load().to_pylist()
+        self.conversations = [conversation(self.gen, row["problem"]) for row in self.prompts]
+        self.keys = [request_key(backend=self.gen.backend, model=self.gen.model, options=identity(stage.backend_options),
+                                 messages=c, sampling=self.gen.sampling.model_dump(exclude={"num_samples"}),
+                                 seed=prompt_seed(self.gen.sampling.seed, row["prompt_id"]))
+                     for c, row in zip(self.conversations, self.prompts)]
+        self.entries = [_entry(cache.get(key)) for key in self.keys]
+        self.errors: dict[int, RequestError] = {}
+        self.refills = [0] * len(self.prompts)
+        self.grades: dict[int, Future] = {}  # prompt -> its samples' GradeResults, graded as soon as they are in
+
+    def _request(self, i: int) -> Request:
+        have, s = len(self.entries[i]["samples"]), self.gen.sampling
+        params = SamplingParams(n=self.G - have, temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
+        return Request(self.conversations[i], params, prompt_seed(s.seed, self.prompts[i]["prompt_id"], have), tag=i)
+
+    def requests(self) -> list[Request]:
+        for i, entry in enumerate(self.entries):
+            if len(entry["samples"]) >= self.G:
+                self._grade(i)
+        return [self._request(i) for i, e in enumerate(self.entries) if len(e["samples"]) < self.G]
+
+    def _grade(self, i: int) -> None:
+        responses = [c["text"] for c in self.entries[i]["samples"][: self.G]]
+        reference = self.prompts[i]["reference_answer"]
+        self.grades[i] = self.stage.grading.submit(self.stage.grader.grade, responses, [reference] * len(responses))
+
+    def take(self, request: Request, result) -> list[Request]:
+        i, entry = request.tag, self.entries[request.tag]
+        if isinstance(result, RequestError):
+            self.errors[i] = result
+            self._grade(i)  # the samples that did come back, if any
+            return []
+        if result.completions:
+            entry["samples"] += [c.to_dict() for c in result.completions[: request.params.n]]
+            entry["model"] = self.stage.engine().model_name
+            entry["prompt_tokens"] = result.prompt_tokens
+            entry["requests"] += 1
+            self.cache.put(self.keys[i], entry)
+        if len(entry["samples"]) < self.G and self.refills[i] < self.gen.max_refills:
+            self.refills[i] += 1
+            return [self._request(i)]
+        self._grade(i)
+        return []
+
+    def finish(self) -> ShardOutput:
         rows = []
-        for i, row in enumerate(batch):
-            samples = entries[i]["samples"]
-            for idx in range(G):
+        for i, row in enumerate(self.prompts):
+            entry = self.entries[i]
+            samples = entry["samples"]
+            grades = self.grades[i].result()
+            for idx in range(self.G):
                 if idx < len(samples):
-                    rows.append(_row(row, idx, entries[i]["model"], Completion(**samples[idx])))
+                    rows.append(_row(row, idx, entry, Completion(**samples[idx]), grade=grades[idx]))
                 else:
-                    error = errors.get(i) or RequestError(
-                        ErrorKind.INVALID_RESPONSE, f"the server returned {len(samples)} of {G} samples after "
-                        f"{gen.max_refills} refill request(s)")
-                    rows.append(_row(row, idx, entries[i]["model"] or gen.model, None, error))
-        return rows
+                    error = self.errors.get(i) or RequestError(
+                        ErrorKind.INVALID_RESPONSE, f"the server returned {len(samples)} of {self.G} samples after "
+                        f"{self.gen.max_refills} refill request(s)")
+                    rows.append(_row(row, idx, {**entry, "model": entry["model"] or self.gen.model}, None, error))
+        usage = {"requests": sum(e["requests"] for e in self.entries),
+                 "prompt_tokens": sum(e["requests"] * (e["prompt_tokens"] or 0) for e in self.entries),
+                 "completion_tokens": sum(c["num_tokens"] for e in self.entries for c in e["samples"][: self.G])}
+        table = pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA)
+        return ShardOutput(table, {"usage": usage})
 
-    def _grade(self, table: pa.Table) -> pa.Table:
-        responses = table["response"].to_pylist()
-        answered = [i for i, r in enumerate(responses) if r is not None]
-        results = dict(zip(answered, self.grader.grade([responses[i] for i in answered],
-                                                       [table["reference_answer"][i].as_py() for i in answered])))
-        columns = {
-            "pred_answer": [results[i].pred_answer if i in results else None for i in range(table.num_rows)],
-            "is_correct": [results[i].is_correct if i in results else None for i in range(table.num_rows)],
-            "grade_status": [results[i].status if i in results else GradeStatus.NO_RESPONSE for i in range(table.num_rows)],
-        }
-        for name, values in columns.items():
-            table = table.append_column(name, pa.array(values, GENERATE_SCHEMA.field(name).type))
-        return table.select(GENERATE_SCHEMA.names).cast(GENERATE_SCHEMA)
+    def close(self) -> None:
+        self.cache.close()
 
 
-def _row(prompt: dict, idx: int, model: str | None, completion: Completion | None, error: RequestError | None = None) -> dict:
+def _entry(cached: dict | None) -> dict:
+    """A prompt's cache entry: the samples so far, the model that made them, the prompt's length in tokens and the
+    requests they took (entries written before usage was recorded have neither)."""
+    entry = {"model": None, "samples": [], "prompt_tokens": None, "requests": 0}
+    if cached:
+        entry.update(cached)
+        entry["requests"] = entry["requests"] or 1
+    return entry
+
+
+def _row(prompt: dict, idx: int, entry: dict, completion: Completion | None, error: RequestError | None = None,
+         grade: GradeResult | None = None) -> dict:
     ok = completion is not None
     return {
         **prompt,
         "sample_idx": idx,
         "response": completion.text if ok else None,
         "finish_reason": completion.finish_reason if ok else None,
-        "policy_model": model,
+        "policy_model": entry["model"],
+        "prompt_tokens": entry["prompt_tokens"] if ok else None,
         "response_tokens": completion.num_tokens if ok else None,
         "response_logprobs": completion.logprobs if ok else None,
         "response_token_ids": completion.token_ids if ok else None,
         "generate_status": GenerateStatus.OK if ok else GenerateStatus.ERROR,
         "generate_error_kind": None if ok else error.kind,
         "generate_error": None if ok else error.message,
+        "pred_answer": grade.pred_answer if ok else None,
+        "is_correct": grade.is_correct if ok else None,
+        "grade_status": grade.status if ok else GradeStatus.NO_RESPONSE,
     }

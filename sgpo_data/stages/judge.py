@@ -1,8 +1,9 @@
 """judge: cut every response into steps, then ask the step judge for the first wrong step of each wrong
 response (of every response with `judge.judge_correct`). One output shard per generate shard.
 
-Each judged row is cached on its own, keyed by the judge, its engine and the rendered item, never by
-max_in_flight or timeouts. A failed request marks only its row (`judge_status` error, kind and text kept); rows whose
+The judge requests of every shard stream through one engine, up to `max_in_flight` at once; a shard is written
+as soon as its last row is judged. Each judged row is cached on its own, keyed by the judge, its engine and the
+item, never by max_in_flight or timeouts. A failed request marks only its row (`judge_status` error, kind and text kept); rows whose
 generation failed are not judged (`skipped_no_response`).
 """
 
@@ -14,17 +15,18 @@ import pyarrow.compute as pc
 
 from sgpo_data.backends import BACKENDS, get_backend
 from sgpo_data.config import identity
-from sgpo_data.errors import ServiceError
 from sgpo_data.judges import JUDGES, JudgeInput, Verdict, get_judge
 from sgpo_data.pipeline.cache import CallCache, request_key
-from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
+from sgpo_data.backends.base import Request
+from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput
+from sgpo_data.pipeline.stream import ShardJob, StreamingStage
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import GENERATE_SCHEMA, JUDGE_FIELDS, JUDGE_SCHEMA, JudgeStatus
 from sgpo_data.segmenters import SEGMENTERS, get_segmenter
 
 
 @STAGES.register("judge")
-class JudgeStage(Stage):
+class JudgeStage(StreamingStage):
     name = "judge"
     upstream = "generate"
     needs = tuple(GENERATE_SCHEMA.names)
@@ -56,6 +58,7 @@ class JudgeStage(Stage):
         super().open(run)  # check() has run: the runner calls it first
         cfg = self.recipe.judge
         self.segmenter = get_segmenter(cfg.segmenter, **cfg.segmenter_options)
+        self.max_in_flight = cfg.max_in_flight
         self._judge = None
 
     @property
@@ -67,54 +70,74 @@ class JudgeStage(Stage):
             self._judge = get_judge(cfg.name, backend, cfg.options)
         return self._judge
 
+    def engine(self):
+        return self.judge.backend
+
     def close(self) -> None:
         if self._judge is not None:
-            self._judge.backend.close()
+            self._judge.close()
 
-    def _key(self, item: JudgeInput) -> str:
+    def key(self, item: JudgeInput) -> str:
         cfg = self.recipe.judge
         return request_key(judge=cfg.name, options=self.judge_options.model_dump(), backend=cfg.backend,
                            model=cfg.model, backend_options=identity(self.backend_options), item=item.__dict__)
 
-    def process(self, shard: Shard) -> ShardOutput:
-        table = shard.load()
-        self.check_input(table, shard.where)
-        cfg = self.recipe.judge
-        responses = table["response"].to_pylist()
-        steps = [self.segmenter.split(text) if text is not None else [] for text in responses]
-        answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
-        correct = np.array([c is True for c in table["is_correct"].to_pylist()], dtype=bool)
-        selected = answered & (True if cfg.judge_correct else ~correct)
-        problems, solutions = table["problem"].to_pylist(), table["reference_solution"].to_pylist()
-        verdicts: dict[int, Verdict] = {}
-        rows = [int(i) for i in selected.nonzero()[0]]
-        with CallCache(StageFiles(self.run, self.name).cache_path(shard.index)) as cache:
-            for start in range(0, len(rows), cfg.max_in_flight):
-                batch = rows[start : start + cfg.max_in_flight]
-                items = {i: JudgeInput(problems[i], solutions[i], steps[i]) for i in batch}
-                keys = {i: self._key(items[i]) for i in batch}
-                for i in batch:
-                    if (cached := cache.get(keys[i])) is not None:
-                        verdicts[i] = Verdict(**cached)
-                misses = [i for i in batch if i not in verdicts]
-                fatal, done = None, {}
-                for i, verdict in zip(misses, self.judge.judge([items[i] for i in misses]) if misses else []):
-                    if isinstance(verdict, ServiceError):
-                        fatal = fatal or verdict
-                        continue
-                    verdicts[i] = verdict
-                    if verdict.status != JudgeStatus.ERROR:  # a failed request is retried by the next run
-                        done[keys[i]] = verdict.__dict__
-                cache.put_many(done)
-                if fatal:
-                    raise fatal
-                self.advance(len(batch))
-        self.advance(table.num_rows - len(rows))
-        return ShardOutput(_with_verdicts(table, steps, verdicts, answered, self._judge_name()))
+    def job(self, shard: Shard) -> "_JudgeJob":
+        return _JudgeJob(self, shard, CallCache(StageFiles(self.run, self.name).cache_path(shard.index)))
 
-    def _judge_name(self) -> str | None:
+    def judge_name(self) -> str | None:
         cfg = self.recipe.judge
         return self._judge.model_name if self._judge is not None else cfg.model or _default_name(cfg)
+
+
+class _JudgeJob(ShardJob):
+    """One shard's rows: cut into steps; the wrong ones (every answered one with judge_correct) are judged."""
+
+    def __init__(self, stage: JudgeStage, shard: Shard, cache: CallCache):
+        super().__init__(shard)
+        self.stage, self.cache = stage, cache
+        self.table = table = shard.load()
+        stage.check_input(table, shard.where)
+        cfg = stage.recipe.judge
+        responses = table["response"].to_pylist()
+        self.steps = [stage.segmenter.split(text) if text is not None else [] for text in responses]
+        self.answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
+        correct = np.array([c is True for c in table["is_correct"].to_pylist()], dtype=bool)
+        selected = self.answered & (True if cfg.judge_correct else ~correct)
+        problems, solutions = table["problem"].to_pylist(), table["reference_solution"].to_pylist()
+        self.items = {int(i): JudgeInput(problems[i], solutions[i], self.steps[i]) for i in selected.nonzero()[0]}
+        self.keys = {i: stage.key(item) for i, item in self.items.items()}
+        self.verdicts: dict[int, Verdict] = {}
+        for i, key in self.keys.items():
+            if (cached := cache.get(key)) is not None:
+                self.verdicts[i] = Verdict(**cached)
+
+    def requests(self) -> list[Request]:
+        judge = self.stage.judge if len(self.verdicts) < len(self.items) else None
+        requests = []
+        for i, item in self.items.items():
+            if i not in self.verdicts:
+                request = judge.request(item)
+                request.tag = i
+                requests.append(request)
+        return requests
+
+    def take(self, request: Request, result) -> list[Request]:
+        i = request.tag
+        self.verdicts[i] = verdict = self.stage.judge.verdict(self.items[i], result)
+        if verdict.status != JudgeStatus.ERROR:  # a failed request is retried by the next run
+            self.cache.put(self.keys[i], verdict.__dict__)
+        return []
+
+    def finish(self) -> ShardOutput:
+        answered = [v for v in self.verdicts.values() if v.status != JudgeStatus.ERROR]
+        usage = {"requests": len(answered), "prompt_tokens": sum(v.prompt_tokens or 0 for v in answered),
+                 "completion_tokens": sum(v.completion_tokens or 0 for v in answered)}
+        table = _with_verdicts(self.table, self.steps, self.verdicts, self.answered, self.stage.judge_name())
+        return ShardOutput(table, {"usage": usage})
+
+    def close(self) -> None:
+        self.cache.close()
 
 
 def _default_name(cfg) -> str | None:
@@ -133,6 +156,8 @@ def _with_verdicts(table: pa.Table, steps, verdicts: dict[int, Verdict], answere
         "judge_status": [x.status if x else skipped[i] for i, x in enumerate(v)],
         "judge_model": [judge_name if x else None for x in v],
         "judge_raw": [x.raw if x else None for x in v],
+        "judge_prompt_tokens": [x.prompt_tokens if x else None for x in v],
+        "judge_completion_tokens": [x.completion_tokens if x else None for x in v],
         "judge_error_kind": [x.error_kind if x else None for x in v],
         "judge_error": [x.error if x else None for x in v],
     }
