@@ -48,8 +48,8 @@ def main() -> None:
     tokens = 0
     for row in rows:
         stats = (row.get("distilabel_metadata") or [{}])[0].get("statistics_chat_generation_0") or {}
-        out = stats.get("output_tokens") or [0]
-        tokens += out[0]  # the request's total, which distilabel repeats for each of its n generations
+        out = stats.get("output_tokens") or 0
+        tokens += out if isinstance(out, int) else out[0]  # the request's total, repeated for each of its n generations
     print(f"distilabel 1.5.3: {len(rows)} requests x n={n}, {generated} generations, {tokens} tokens in "
           f"{elapsed:.1f} s: {tokens / elapsed:.1f} tok/s (batch size {args.batch_size})")
 

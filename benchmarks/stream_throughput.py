@@ -27,7 +27,6 @@ import urllib.request
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from openai import AsyncOpenAI
 
 from sgpo_data.config import Recipe
@@ -36,6 +35,7 @@ from sgpo_data.judges.base import JudgeInput
 from sgpo_data.judges.llm_judge import load_template, render_prompt
 from sgpo_data.pipeline.runner import run_stage
 from sgpo_data.prompts import conversation
+from sgpo_data.run_reader import read_stage
 from sgpo_data.segmenters import get_segmenter
 from sgpo_data.stages.generate import prompt_seed
 
@@ -73,7 +73,7 @@ def policy_bodies(recipe: Recipe) -> list[dict]:
 
 def judge_bodies(recipe: Recipe, run: Path) -> list[dict]:
     """The requests the judge stage sends: one guided-choice request per wrong response."""
-    table = ds.dataset(str(run / "generate"), format="parquet").to_table()
+    table = read_stage(run, "generate")
     table = table.filter(pc.invert(pc.fill_null(table["is_correct"], False)))
     template, segmenter = load_template(), get_segmenter(recipe.judge.segmenter)
     bodies = []

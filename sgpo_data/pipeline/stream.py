@@ -31,6 +31,11 @@ class ShardJob(ABC):
     def take(self, request: Request, result: Result) -> list[Request]:
         """Record a result (never a ServiceError); return follow-up requests, if any."""
 
+    def ready(self) -> bool:
+        """Whether `finish` can run without waiting (e.g. on grading still under way); the stream keeps sending
+        while it cannot, and waits only once nothing is left in flight."""
+        return True
+
     @abstractmethod
     def finish(self) -> ShardOutput:
         """The shard's rows, once every request is answered."""
@@ -57,9 +62,9 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
             else:
                 ready.append(job)
 
-    def finished() -> Iterator[tuple[Shard, ShardOutput]]:
-        while ready:
-            job = ready.popleft()
+    def finished(wait: bool = False) -> Iterator[tuple[Shard, ShardOutput]]:
+        for job in [j for j in ready if wait or j.ready()]:
+            ready.remove(job)
             try:
                 output = job.finish()
             finally:
@@ -70,8 +75,8 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
     feed, fatal = Feed(source()), None
     try:
         first = feed.pop()
-        yield from finished()
         if first is None:
+            yield from finished(wait=True)
             return
         feed.push_front([first])
         for request, result in backend().stream(feed, max_in_flight):
@@ -94,7 +99,7 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
                 if job not in broken:
                     ready.append(job)
             yield from finished()
-        yield from finished()
+        yield from finished(wait=True)
     finally:
         for job in set(outstanding) | broken | set(ready):
             job.close()

@@ -147,6 +147,9 @@ class _GenerateJob(ShardJob):
         self._grade(i)
         return []
 
+    def ready(self) -> bool:
+        return all(future.done() for future in self.grades.values())
+
     def finish(self) -> ShardOutput:
         rows = []
         for i, row in enumerate(self.prompts):
