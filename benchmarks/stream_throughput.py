@@ -75,7 +75,7 @@ def judge_bodies(recipe: Recipe, run: Path) -> list[dict]:
     """The requests the judge stage sends: one guided-choice request per wrong response."""
     table = read_stage(run, "generate")
     table = table.filter(pc.invert(pc.fill_null(table["is_correct"], False)))
-    template, segmenter = load_template(), get_segmenter(recipe.judge.segmenter)
+    template, segmenter = load_template(), get_segmenter(recipe.judge.segmenter, recipe.judge.segmenter_options)
     bodies = []
     for row in table.to_pylist():
         steps = segmenter.split(row["response"])

@@ -103,8 +103,8 @@ class JudgeConfig(_Strict):
     backend: str = Field("transformers", description="engine of an LLM judge: transformers or openai")
     model: str | None = Field(None, description="the judge model, as for generate.model")
     backend_options: dict = Field({}, description="the judge backend's own options, as for generate.backend_options")
-    segmenter: str = Field("paragraph", description="how a response is cut into steps")
-    segmenter_options: dict = Field({}, description="the segmenter's own options")
+    segmenter: str = Field("paragraph", description="how a response is cut into steps: paragraph, lines, numbered, sentences")
+    segmenter_options: dict = Field({}, description="the segmenter's own options: min_chars, max_steps")
     judge_correct: bool = Field(False, description="also judge correct responses (an audit); default judges only wrong ones")
     max_in_flight: int = operational(8, ge=1, description="judge requests in flight (one sequence each)")
 

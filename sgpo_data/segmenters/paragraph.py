@@ -1,32 +1,50 @@
-"""Paragraph steps (the ProcessBench convention): steps are separated by blank lines."""
+"""Segmenters that cut at separators or markers in the text. Each step keeps the separator that follows it.
+
+- `paragraph` (default; the ProcessBench convention): blank lines separate steps.
+- `lines`: every line is a step (runs of line breaks are one separator).
+- `numbered`: a step starts at each line that opens with a step marker: "Step 3:", "3.", "3)", "**Step 3**".
+- `sentences`: a step ends after ".", "!" or "?" followed by whitespace, and at every line break; a decimal
+  point ("3.5") does not end a sentence.
+"""
 
 from __future__ import annotations
 
 import re
 
 from sgpo_data.segmenters import SEGMENTERS
-from sgpo_data.segmenters.base import Segmenter
+from sgpo_data.segmenters.base import Segmenter, SegmenterOptions
 
 # A run of blank lines: a line break, then lines holding only whitespace (spaces, tabs, the \r of
 # Windows line ends, ...), then a line break. Several blank lines in a row are one separator.
 _BLANK_LINES_RE = re.compile(r"(?:\n[^\S\n]*)+\n")
-_CONTENT_RE = re.compile(r"\S")
+_LINE_BREAKS_RE = re.compile(r"\n(?:[^\S\n]*\n)*")
+_STEP_MARKER_RE = re.compile(r"^[^\S\n]*(?:[*#]+[^\S\n]*)?(?:step[^\S\n]*\d+\b|\d+[.)](?!\d))", re.IGNORECASE | re.MULTILINE)
+_SENTENCE_END_RE = re.compile(r"[.!?]+[\"')\]]*\s+|\n\s*")
 
 
-@SEGMENTERS.register("paragraph")
+def _ends(pattern: re.Pattern, text: str) -> list[int]:
+    return [m.end() for m in pattern.finditer(text)]
+
+
+@SEGMENTERS.register("paragraph", options=SegmenterOptions)
 class ParagraphSegmenter(Segmenter):
-    """Each step keeps the separator that follows it; whitespace before the first paragraph belongs to the
-    first step, whitespace after the last to the last step; a text with no content is one step."""
+    def boundaries(self, text: str) -> list[int]:
+        return _ends(_BLANK_LINES_RE, text)
 
-    def split(self, text: str) -> list[str]:
-        first = _CONTENT_RE.search(text)
-        if first is None:
-            return [text]
-        steps, start = [], 0
-        for sep in _BLANK_LINES_RE.finditer(text, first.start()):
-            if _CONTENT_RE.search(text, sep.end()) is None:  # only trailing whitespace is left
-                break
-            steps.append(text[start : sep.end()])
-            start = sep.end()
-        steps.append(text[start:])
-        return steps
+
+@SEGMENTERS.register("lines", options=SegmenterOptions)
+class LineSegmenter(Segmenter):
+    def boundaries(self, text: str) -> list[int]:
+        return _ends(_LINE_BREAKS_RE, text)
+
+
+@SEGMENTERS.register("numbered", options=SegmenterOptions)
+class NumberedSegmenter(Segmenter):
+    def boundaries(self, text: str) -> list[int]:
+        return [m.start() for m in _STEP_MARKER_RE.finditer(text)]
+
+
+@SEGMENTERS.register("sentences", options=SegmenterOptions)
+class SentenceSegmenter(Segmenter):
+    def boundaries(self, text: str) -> list[int]:
+        return _ends(_SENTENCE_END_RE, text)

@@ -57,7 +57,7 @@ class JudgeStage(StreamingStage):
     def open(self, run) -> None:
         super().open(run)  # check() has run: the runner calls it first
         cfg = self.recipe.judge
-        self.segmenter = get_segmenter(cfg.segmenter, **cfg.segmenter_options)
+        self.segmenter = get_segmenter(cfg.segmenter, cfg.segmenter_options)
         self.max_in_flight = cfg.max_in_flight
         self._judge = None
 
