@@ -7,6 +7,7 @@ strictly, a bad reply becoming `parse_error` with the raw text kept.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from importlib import resources
 from string import Template
@@ -30,8 +31,22 @@ def load_template(name: str = "first_error.txt") -> Template:
     return Template(resources.files("sgpo_data.judges").joinpath("templates", name).read_text())
 
 
+# Tag-like text: <system>, </b>, <br/>, and any spelling of a step tag (< step_1 >, </STEP 2>); "x < y and z > 2"
+# is not a tag (no name right after "<").
+_TAG_RE = re.compile(r"</?[A-Za-z_][\w:.-]*(?:\s[^<>\n]*)?/?>|<\s*/?\s*step[^<>\n]*>", re.IGNORECASE)
+_HEADING_RE = re.compile(r"^([^\S\n]*)(#+)", re.MULTILINE)  # "## Task" at a line start
+
+
+def neutralise(text: str) -> str:
+    """A response's text made unable to forge the prompt's structure: tag-like text gets look-alike angle
+    brackets (‹step_1›) and a line-leading Markdown heading is escaped (\\## Task), so the judge sees exactly
+    the steps the segmenter made and only the template's own sections."""
+    text = _TAG_RE.sub(lambda m: m.group(0).replace("<", "\u2039").replace(">", "\u203a"), text)
+    return _HEADING_RE.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+
+
 def render_prompt(template: Template, item: JudgeInput) -> str:
-    steps = "\n\n".join(f"<step_{i}>\n{step.strip()}\n</step_{i}>" for i, step in enumerate(item.steps))
+    steps = "\n\n".join(f"<step_{i}>\n{neutralise(step.strip())}\n</step_{i}>" for i, step in enumerate(item.steps))
     return template.substitute(
         problem=item.problem.strip(),
         reference_solution=(item.reference_solution or "(none given)").strip(),
