@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from sgpo_data.backends import Completion, Generation
 from sgpo_data.backends.base import BatchBackend
-from sgpo_data.errors import ServiceError
+from sgpo_data.errors import SgpoError, ServiceError
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.judges import JudgeInput, get_judge, parse_first_error
 from sgpo_data.judges.llm_judge import load_template, render_prompt
@@ -114,3 +114,29 @@ def test_forged_tags_and_sections_in_a_response_change_nothing_the_judge_sees(st
     assert opened == closed == [str(i) for i in range(len(steps))]
     assert re.findall(r"(?m)^#+ .*", prompt) == re.findall(r"(?m)^#+ .*", load_template().template)
     assert f"from 0 to {len(steps) - 1}" in prompt
+
+
+def test_the_arith_judge_needs_no_engine_and_a_cascade_asks_the_engine_only_when_arith_finds_nothing():
+    def no_engine():
+        raise AssertionError("the engine was loaded")
+
+    items = [JudgeInput("p", None, ["2 + 2 = 4", "4 * 3 = 13"]), JudgeInput("p", None, ["2 + 2 = 4", "so 4."])]
+    verdicts = get_judge("arith", no_engine).judge(items)
+    assert [(v.first_error_step, v.judge, v.raw) for v in verdicts] == [(1, "arith", "4 * 3 = 13"),
+                                                                         (-1, "arith", "no false equation")]
+    backend = ScriptedBackend(["0"])
+    cascade = get_judge("cascade", lambda: backend, {"judges": ["arith", "llm"], "options": {"llm": {"constrained": False}}})
+    first, second = cascade.judge(items)
+    assert (first.first_error_step, first.judge) == (1, "arith")
+    assert (second.first_error_step, second.judge, second.prompt_tokens) == (0, None, 10)
+    assert backend.replies == []  # exactly one request went out
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"judges": ["llm", "arith"]}, "'llm' needs an engine, so it can only be the last judge"),
+    ({"judges": ["arith", "oracle"]}, r"judge.options.judges\[1\]: unknown judge 'oracle'"),
+    ({"judges": ["arith"], "options": {"arith": {"x": 1}}}, "judge.options.options.arith.x"),
+])
+def test_a_bad_cascade_is_one_line_naming_the_key(options, message):
+    with pytest.raises(SgpoError, match=message):
+        get_judge("cascade", None, options)

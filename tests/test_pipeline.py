@@ -3,6 +3,7 @@ after kill -9."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,28 @@ def test_missing_column_names_the_file_and_fix(tmp_path):
     result = _cli("generate", "--out", str(tmp_path / "run"), "--set", f"data.source={data}")
     assert result.returncode == 2
     assert str(data) in result.stderr and "problem" in result.stderr and "data.columns" in result.stderr
+
+
+def test_a_cascade_asks_the_llm_only_where_arithmetic_found_nothing(tmp_path, monkeypatch):
+    """arith then the LLM judge, on the real model: rows with a false equation are decided by arith (no request),
+    the rest by the LLM; the manifest counts the errors each judge found and the requests actually sent."""
+    import sgpo_data.judges.llm_judge as llm_judge
+    from sgpo_data.run_reader import read_stage
+
+    recipe = load_recipe(DEMO, tiny_overrides(num_problems=6, num_samples=3, max_new_tokens=96)
+                         + ["judge.name=cascade", "judge.options={}"])
+    asked = []
+    original = llm_judge.LLMJudge.request
+    monkeypatch.setattr(llm_judge.LLMJudge, "request", lambda self, item: asked.append(item) or original(self, item))
+    run_all(recipe, tmp_path)
+    rows = [r for r in read_stage(tmp_path, "judge").to_pylist() if r["judge_status"] == "ok"]
+    by_arith = [r for r in rows if r["judge_model"] == "arith"]
+    by_llm = [r for r in rows if r["judge_model"] != "arith"]
+    assert len(asked) == len(by_llm) and rows
+    assert all(r["first_error_step"] >= 0 and r["judge_prompt_tokens"] is None for r in by_arith)
+    assert all(r["judge_prompt_tokens"] > 0 for r in by_llm)
+    stats = json.loads((tmp_path / "judge" / "manifest.json").read_text())["statistics"]
+    assert stats["usage"]["requests"] == len(by_llm)
+    found = sum(r["first_error_step"] >= 0 for r in by_llm)
+    assert stats["errors_found_by"].get("arith", 0) == len(by_arith)
+    assert sum(stats["errors_found_by"].values()) == len(by_arith) + found

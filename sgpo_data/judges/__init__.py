@@ -1,5 +1,14 @@
-"""Step judges, chosen by name: `get_judge("llm", backend=...)`."""
+"""Step judges, chosen by name: `get_judge("llm", backend, {"constrained": True})`, `get_judge("arith")`,
+`get_judge("cascade", backend, {"judges": ["arith", "llm"]})`. `backend` is an engine or a function that loads
+one: judges load it at their first request, so a judge that decides locally never does."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sgpo_data.backends.base import Backend
+from sgpo_data.errors import SgpoError
+from sgpo_data.judges.arith import CascadeOptions
 from sgpo_data.judges.base import Judge, JudgeInput, Verdict
 from sgpo_data.judges.llm_judge import LLMJudgeOptions
 from sgpo_data.judges.parse import parse_first_error
@@ -9,15 +18,41 @@ JUDGES: Registry[Judge] = Registry("judge")
 
 
 @JUDGES.register("llm", options=LLMJudgeOptions)
-def _llm(backend, options: LLMJudgeOptions) -> Judge:
+def _llm(engine, options: LLMJudgeOptions) -> Judge:
     from sgpo_data.judges.llm_judge import LLMJudge
 
-    return LLMJudge(backend, options)
+    return LLMJudge(engine, options)
 
 
-def get_judge(name: str, backend=None, options: dict | None = None, key: str = "judge.options") -> Judge:
+@JUDGES.register("arith")
+def _arith(engine, options) -> Judge:
+    from sgpo_data.judges.arith import ArithJudge
+
+    return ArithJudge()
+
+
+@JUDGES.register("cascade", options=CascadeOptions)
+def _cascade(engine, options: CascadeOptions) -> Judge:
+    from sgpo_data.judges.arith import CascadeJudge
+
+    judges = []
+    for position, name in enumerate(options.judges):
+        if name == "cascade":
+            raise SgpoError("judge.options.judges: a cascade cannot contain a cascade")
+        JUDGES.check(name, f"judge.options.judges[{position}]")
+        judges.append(get_judge(name, engine, options.options.get(name), f"judge.options.options.{name}"))
+    for name, judge in zip(options.judges[:-1], judges[:-1]):
+        if type(judge).decide is Judge.decide:
+            raise SgpoError(f"judge.options.judges: {name!r} needs an engine, so it can only be the last judge of a "
+                            f"cascade; put the local checks (arith) first")
+    return CascadeJudge(judges)
+
+
+def get_judge(name: str, backend: Backend | Callable[[], Backend] | None = None, options: dict | None = None,
+              key: str = "judge.options") -> Judge:
     """The judge `name` on `backend`, its options validated by the judge's own model."""
-    return JUDGES.get(name, backend=backend, options=JUDGES.options(name, options, key))
+    engine = (lambda: backend) if isinstance(backend, Backend) else backend
+    return JUDGES.get(name, engine=engine, options=JUDGES.options(name, options, key))
 
 
 __all__ = ["JUDGES", "Judge", "JudgeInput", "Verdict", "get_judge", "parse_first_error"]

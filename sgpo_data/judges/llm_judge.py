@@ -8,6 +8,7 @@ strictly, a bad reply becoming `parse_error` with the raw text kept.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 from string import Template
@@ -56,13 +57,19 @@ def render_prompt(template: Template, item: JudgeInput) -> str:
 
 
 class LLMJudge(Judge):
-    def __init__(self, backend: Backend, options: LLMJudgeOptions | None = None):
-        options = options or LLMJudgeOptions()
-        self.backend = backend
-        self.model_name = backend.model_name
-        self.constrained = options.constrained and backend.supports_choice
-        self.max_new_tokens = options.max_new_tokens
+    def __init__(self, engine: Callable[[], Backend], options: LLMJudgeOptions | None = None):
+        super().__init__(engine)
+        self.options = options or LLMJudgeOptions()
+        self.max_new_tokens = self.options.max_new_tokens
         self.template = load_template()
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.model_name
+
+    @property
+    def constrained(self) -> bool:
+        return self.options.constrained and self.backend.supports_choice
 
     def conversation(self, item: JudgeInput) -> list[dict[str, str]]:
         return [{"role": "user", "content": render_prompt(self.template, item)}]

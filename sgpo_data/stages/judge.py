@@ -37,6 +37,7 @@ class JudgeStage(StreamingStage):
         cfg = self.recipe.judge
         JUDGES.check(cfg.name, "judge.name")
         self.judge_options = JUDGES.options(cfg.name, cfg.options, "judge.options")
+        get_judge(cfg.name, None, cfg.options)  # a cascade checks its judges' names and options (no engine loads)
         BACKENDS.check(cfg.backend, "judge.backend")
         self.backend_options = BACKENDS.options(cfg.backend, cfg.backend_options, "judge.backend_options")
         SEGMENTERS.check(cfg.segmenter, "judge.segmenter")
@@ -63,11 +64,11 @@ class JudgeStage(StreamingStage):
 
     @property
     def judge(self):
-        """Loaded at the first row the cache cannot answer."""
+        """The judge; its engine loads at the first request (a judge that decides locally never loads one)."""
         if self._judge is None:
             cfg = self.recipe.judge
-            backend = get_backend(cfg.backend, cfg.model, cfg.backend_options, "judge.backend_options")
-            self._judge = get_judge(cfg.name, backend, cfg.options)
+            self._judge = get_judge(cfg.name, lambda: get_backend(cfg.backend, cfg.model, cfg.backend_options,
+                                                                  "judge.backend_options"), cfg.options)
         return self._judge
 
     def engine(self):
@@ -86,8 +87,17 @@ class JudgeStage(StreamingStage):
         return _JudgeJob(self, shard, CallCache(StageFiles(self.run, self.name).cache_path(shard.index)))
 
     def judge_name(self) -> str | None:
+        """The engine judge's model, as loaded, else as configured (the cache answered every row)."""
         cfg = self.recipe.judge
-        return self._judge.model_name if self._judge is not None else cfg.model or _default_name(cfg)
+        loaded = self._judge.loaded_model_name() if self._judge is not None else None
+        return loaded or cfg.model or _default_name(cfg)
+
+    def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
+        found: dict[str, int] = {}
+        for stats in shard_stats:
+            for name, count in stats.get("errors_found_by", {}).items():
+                found[name] = found.get(name, 0) + count
+        return {**super().statistics(table, shard_stats), "errors_found_by": found}
 
 
 class _JudgeJob(ShardJob):
@@ -111,9 +121,11 @@ class _JudgeJob(ShardJob):
         for i, key in self.keys.items():
             if (cached := cache.get(key)) is not None:
                 self.verdicts[i] = Verdict(**cached)
+            elif (local := stage.judge.decide(self.items[i])) is not None:  # e.g. arith: no engine, no cache
+                self.verdicts[i] = local
 
     def requests(self) -> list[Request]:
-        judge = self.stage.judge if len(self.verdicts) < len(self.items) else None
+        judge = self.stage.judge
         requests = []
         for i, item in self.items.items():
             if i not in self.verdicts:
@@ -130,11 +142,16 @@ class _JudgeJob(ShardJob):
         return []
 
     def finish(self) -> ShardOutput:
-        answered = [v for v in self.verdicts.values() if v.status != JudgeStatus.ERROR]
-        usage = {"requests": len(answered), "prompt_tokens": sum(v.prompt_tokens or 0 for v in answered),
-                 "completion_tokens": sum(v.completion_tokens or 0 for v in answered)}
-        table = _with_verdicts(self.table, self.steps, self.verdicts, self.answered, self.stage.judge_name())
-        return ShardOutput(table, {"usage": usage})
+        asked = [v for v in self.verdicts.values() if v.status != JudgeStatus.ERROR and v.prompt_tokens is not None]
+        usage = {"requests": len(asked), "prompt_tokens": sum(v.prompt_tokens for v in asked),
+                 "completion_tokens": sum(v.completion_tokens or 0 for v in asked)}
+        name = self.stage.judge_name()
+        found: dict[str, int] = {}
+        for v in self.verdicts.values():
+            if v.first_error_step is not None and v.first_error_step >= 0:
+                found[v.judge or name] = found.get(v.judge or name, 0) + 1
+        table = _with_verdicts(self.table, self.steps, self.verdicts, self.answered, name)
+        return ShardOutput(table, {"usage": usage, "errors_found_by": found})
 
     def close(self) -> None:
         self.cache.close()
@@ -154,7 +171,7 @@ def _with_verdicts(table: pa.Table, steps, verdicts: dict[int, Verdict], answere
         "steps": steps,
         "first_error_step": [x.first_error_step if x else None for x in v],
         "judge_status": [x.status if x else skipped[i] for i, x in enumerate(v)],
-        "judge_model": [judge_name if x else None for x in v],
+        "judge_model": [(x.judge or judge_name) if x else None for x in v],
         "judge_raw": [x.raw if x else None for x in v],
         "judge_prompt_tokens": [x.prompt_tokens if x else None for x in v],
         "judge_completion_tokens": [x.completion_tokens if x else None for x in v],
