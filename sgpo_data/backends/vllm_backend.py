@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.backends.base import Backend, Choice, Completion, Feed, Generation, Request, Result
-from sgpo_data.backends.chat import answer_ids, prompt_ids, prompt_text
+from sgpo_data.backends.chat import answer_ids, prompt_text
 from sgpo_data.config import operational
 from sgpo_data.errors import SgpoError
 from sgpo_data.outcomes import ErrorKind, RequestError
@@ -116,7 +116,8 @@ class VLLMBackend(Backend):
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         final = RequestOutputKind.FINAL_ONLY
-        ids = prompt_ids(self.tokenizer, request.conversation)
+        text = prompt_text(self.tokenizer, request.conversation)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
         job = _Running(request, ids)
         engine_requests = []
         if request.choices is None:
@@ -129,7 +130,6 @@ class VLLMBackend(Backend):
             engine_requests.append((ids, SamplingParams(temperature=0.0, max_tokens=longest + 2, output_kind=final,
                                                         structured_outputs=StructuredOutputsParams(choice=request.choices))))
         else:
-            text = prompt_text(self.tokenizer, request.conversation)
             job.answers = [answer_ids(self.tokenizer, request.conversation, text, c) for c in request.choices]
             for answer in job.answers:
                 engine_requests.append((ids + answer, SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,

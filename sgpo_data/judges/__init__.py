@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from sgpo_data.backends.base import Backend
 from sgpo_data.errors import SgpoError
-from sgpo_data.judges.arith import CascadeOptions
 from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.judges.cascade import CascadeOptions
 from sgpo_data.judges.llm_judge import LLMJudgeOptions
 from sgpo_data.judges.parse import parse_first_error
 from sgpo_data.registry import Registry
@@ -33,7 +33,7 @@ def _arith(engine, options) -> Judge:
 
 @JUDGES.register("cascade", options=CascadeOptions)
 def _cascade(engine, options: CascadeOptions) -> Judge:
-    from sgpo_data.judges.arith import CascadeJudge
+    from sgpo_data.judges.cascade import CascadeJudge
 
     judges = []
     for position, name in enumerate(options.judges):

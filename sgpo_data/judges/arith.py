@@ -8,7 +8,7 @@ operator is checked (`x = 5`, `2 dozen = 24` are statements, not calculations). 
 rounded decimal (`1/3 = 0.33`) is compared at its own precision.
 
 `first_false_step(steps)` is the index of the first step holding a false equation, or -1. `ArithJudge` is
-the `arith` judge built on it; `CascadeJudge` chains judges (e.g. `arith`, then `llm`).
+the `arith` judge built on it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import ast
 import operator
 import re
 from fractions import Fraction
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.judges.base import Judge, JudgeInput, Verdict
 from sgpo_data.schema import JudgeStatus
@@ -107,50 +105,3 @@ class ArithJudge(Judge):
             if wrong := false_equations(step):
                 return Verdict(k, JudgeStatus.OK, "; ".join(wrong), judge="arith")
         return Verdict(-1, JudgeStatus.OK, "no false equation", judge="arith")
-
-
-class CascadeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    judges: list[str] = Field(["arith", "llm"], min_length=1,
-                              description="judges in order; the first that finds an error decides; only the last "
-                              "may need an engine")
-    options: dict[str, dict] = Field({}, description="each judge's own options, by name")
-
-
-class CascadeJudge(Judge):
-    """Judges in order: the first that finds an error (a step >= 0) decides, so the engine judge at the end is
-    asked only about responses the cheap checks passed."""
-
-    def __init__(self, judges: list[Judge]):
-        super().__init__()
-        self.judges = judges
-        self.last = judges[-1]
-
-    @property
-    def model_name(self) -> str:
-        return self.last.model_name
-
-    @property
-    def backend(self):
-        return self.last.backend
-
-    def decide(self, item: JudgeInput) -> Verdict | None:
-        for judge in self.judges[:-1]:
-            verdict = judge.decide(item)
-            if verdict is not None and verdict.first_error_step is not None and verdict.first_error_step >= 0:
-                return verdict
-        return self.last.decide(item)
-
-    def loaded_model_name(self) -> str | None:
-        return self.last.loaded_model_name()
-
-    def request(self, item: JudgeInput):
-        return self.last.request(item)
-
-    def verdict(self, item: JudgeInput, result) -> Verdict:
-        return self.last.verdict(item, result)
-
-    def close(self) -> None:
-        for judge in self.judges:
-            judge.close()

@@ -51,13 +51,18 @@ def fingerprint_table(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
+def add_counts(counts, start: dict[str, int] | None = None) -> dict[str, int]:
+    """Count dicts (by kind, by judge, usage) summed key by key, starting from `start`."""
+    total = dict(start or {})
+    for part in counts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
 def total_errors(markers) -> dict[str, int]:
     """Rows in error by kind, summed over shard markers."""
-    errors: dict[str, int] = {}
-    for marker in markers:
-        for kind, count in marker["errors"].items():
-            errors[kind] = errors.get(kind, 0) + count
-    return errors
+    return add_counts(marker["errors"] for marker in markers)
 
 
 class StageFolder(StageFiles):

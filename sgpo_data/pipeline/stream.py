@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from sgpo_data.backends.base import Backend, Feed, Request, Result
 from sgpo_data.errors import ServiceError
+from sgpo_data.pipeline.folder import add_counts
 from sgpo_data.pipeline.stage import Shard, ShardOutput, Stage
 
 
@@ -130,8 +131,6 @@ class StreamingStage(Stage):
 
     def statistics(self, table, shard_stats: list[dict]) -> dict:
         """The rows' statistics, and `usage`: requests and tokens summed over the shards' own."""
-        usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        for stats in shard_stats:
-            for key, value in stats.get("usage", {}).items():
-                usage[key] = usage.get(key, 0) + value
+        usage = add_counts((stats.get("usage", {}) for stats in shard_stats),
+                           {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
         return {**super().statistics(table, shard_stats), "usage": usage}

@@ -17,6 +17,7 @@ from sgpo_data.backends import BACKENDS, get_backend
 from sgpo_data.config import identity
 from sgpo_data.judges import JUDGES, JudgeInput, Verdict, get_judge
 from sgpo_data.pipeline.cache import CallCache, request_key
+from sgpo_data.pipeline.folder import add_counts
 from sgpo_data.backends.base import Request
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput
 from sgpo_data.pipeline.stream import ShardJob, StreamingStage
@@ -93,10 +94,7 @@ class JudgeStage(StreamingStage):
         return loaded or cfg.model or _default_name(cfg)
 
     def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
-        found: dict[str, int] = {}
-        for stats in shard_stats:
-            for name, count in stats.get("errors_found_by", {}).items():
-                found[name] = found.get(name, 0) + count
+        found = add_counts(stats.get("errors_found_by", {}) for stats in shard_stats)
         return {**super().statistics(table, shard_stats), "errors_found_by": found}
 
 
