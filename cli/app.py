@@ -166,6 +166,57 @@ def report(run: Annotated[Path, typer.Argument(help="run folder")],
     print(f"wrote {path} and its plots")
 
 
+@app.command("eval-judge")
+def eval_judge(
+    data: Annotated[str, typer.Option(help="ProcessBench-format data: Qwen/ProcessBench (Hub), a folder of "
+                                           "<subset>.json files, or one JSON/JSONL file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for metrics.json and predictions.jsonl")],
+    judge: Annotated[str, typer.Option(help="judge name: llm, arith, cascade, prm, mc, labels")] = "llm",
+    judge_column: Annotated[Optional[str], typer.Option(help="labels judge: the column with the predictions")] = None,
+    recipe: RecipeOpt = None,
+    set: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a key of the judge section: options.mode=group, backend=openai, model=NAME, "
+                      "backend_options.base_url=URL (repeatable)")] = None,
+    subset: Annotated[Optional[list[str]], typer.Option(help="subset to evaluate (repeatable; default: all)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="a seeded random sample of this many items per subset", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
+) -> None:
+    """Measure a step judge on ProcessBench-format data: per subset the accuracy on erroneous and on correct
+    solutions and their harmonic mean F1 (in %), where predictions fall, parse failures and cost."""
+    import json
+
+    from rich.console import Console
+
+    from sgpo_data.judges import judge_for
+    from sgpo_data.judges.evaluate import evaluate, load_processbench, sample
+    from sgpo_data_cli.render import console, judge_eval_table
+
+    overrides = [f"judge.name={judge}"] + [s if s.startswith("judge.") else f"judge.{s}" for s in set or []]
+    if judge_column is not None:
+        overrides.append(f"judge.options.column={judge_column}")
+    try:
+        config = load_recipe(recipe, overrides)
+        data_sets = {name: sample(items, limit, seed) for name, items in load_processbench(data, subset).items()}
+        step_judge = judge_for(config)
+        try:
+            found, predictions = evaluate(step_judge, data_sets, config.judge.max_in_flight,
+                                          lambda name, m: console.print(f"{name}: F1 {m['f1']} ({m['items']} items, "
+                                                                        f"{m['seconds']} s)"))
+            model = step_judge.loaded_model_name()
+        finally:
+            step_judge.close()
+    except SgpoError as exc:
+        _fail(exc)
+    result = {"data": data, "sample": {"limit": limit, "seed": seed},
+              "judge": {**config.judge.model_dump(exclude={"max_in_flight"}), "loaded_model": model}, **found}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    with open(out / "predictions.jsonl", "w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in predictions)
+    Console(stderr=True, width=max(console.width, 110)).print(judge_eval_table(result))  # wider than a pipe's 80
+    console.print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+
+
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe")],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -96,10 +97,38 @@ def summary_table(stats: dict, stage: str, run: str, wall_s: float) -> Table:
         hist = stats.get("distributions", {}).get(key)
         if hist and hist["n"]:
             table.add_row(label, f"{sparkline(hist['counts'])} mean {hist['mean']:.2f}")
-    for label, stage in (("tokens, policy (prompt / completion)", "generate"), ("tokens, judge (prompt / completion)", "judge")):
-        if f"{stage}_prompt_tokens" in stats:
-            table.add_row(label, f"{stats[f'{stage}_prompt_tokens']:,} / {stats[f'{stage}_completion_tokens']:,}")
+    for label, engine in (("tokens, policy (prompt / completion)", "generate"), ("tokens, judge (prompt / completion)", "judge")):
+        if f"{engine}_prompt_tokens" in stats:
+            table.add_row(label, f"{stats[f'{engine}_prompt_tokens']:,} / {stats[f'{engine}_completion_tokens']:,}")
+    usage = stats.get("usage", {}) if stage == "judge" else {k[6:]: v for k, v in stats.items() if k.startswith("judge_")}
+    if "requests" in usage:
+        table.add_row("judge cost (calls / tokens / seconds)", f"{usage['requests']:,} / "
+                      f"{usage['prompt_tokens'] + usage['completion_tokens']:,} / {usage.get('seconds', 0):.1f}")
+    found = stats.get("errors_found_by") or stats.get("judge_errors_found_by")
+    if found:
+        table.add_row("first errors found, by judge", ", ".join(f"{name} {n}" for name, n in found.items()))
     table.add_row("wall time", f"{wall_s:.1f} s")
+    return table
+
+
+def judge_eval_table(result: dict) -> Table:
+    """eval-judge's figures: one row per subset, then the mean F1 and the totals."""
+    table = Table(title=f"judge {result['judge']['name']} on {result['data']}", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for label in ("subset", "items", "err %", "cor %", "F1 %", "early/exact/late/miss", "parse", "calls",
+                  "tokens", "s"):
+        table.add_column(label, justify="left" if label == "subset" else "right", no_wrap=True)
+
+    def num(value) -> str:
+        return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else f"{value:,}"
+
+    for name, m in result["subsets"].items():
+        p = m["erroneous_predictions"]
+        table.add_row(name, num(m["items"]), num(m["acc_erroneous"]), num(m["acc_correct"]), num(m["f1"]),
+                      f"{p['early']}/{p['exact']}/{p['late']}/{p['missed']}", num(m["parse_failures"]),
+                      num(m["calls"]), num(m["prompt_tokens"] + m["completion_tokens"]), num(m["seconds"]))
+    t = result["total"]
+    table.add_row("mean", num(t["items"]), "", "", num(result["mean_f1"]), "", num(t["parse_failures"]),
+                  num(t["calls"]), num(t["prompt_tokens"] + t["completion_tokens"]), num(t["seconds"]))
     return table
 
 

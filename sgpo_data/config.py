@@ -98,14 +98,19 @@ class GraderConfig(_Strict):
 
 
 class JudgeConfig(_Strict):
-    name: str = Field("llm", description="judge name, see sgpo_data.judges")
-    options: dict = Field({}, description="the judge's own options (llm: constrained, max_new_tokens)")
-    backend: str = Field("transformers", description="engine of an LLM judge: transformers or openai")
+    name: str = Field("llm", description="judge name: llm, arith, cascade, prm, mc, labels (see docs/ARCHITECTURE.md)")
+    options: dict = Field({}, description="the judge's own options (llm: constrained, max_new_tokens, reference, mode, "
+                          "template, template_noref; cascade: judges, options; ...)")
+    backend: str = Field("transformers", description="engine of an LLM judge: transformers, openai or vllm (mc "
+                         "samples from the generate section's engine instead)")
     model: str | None = Field(None, description="the judge model, as for generate.model")
     backend_options: dict = Field({}, description="the judge backend's own options, as for generate.backend_options")
     segmenter: str = Field("paragraph", description="how a response is cut into steps: paragraph, lines, numbered, sentences")
-    segmenter_options: dict = Field({}, description="the segmenter's own options: min_chars, max_steps")
-    judge_correct: bool = Field(False, description="also judge correct responses (an audit); default judges only wrong ones")
+    segmenter_options: dict = Field({}, description="the segmenter's own options: min_chars, max_steps, think "
+                                    "(both, solution, thinking: which part of a <think> response is judged)")
+    scope: Literal["wrong", "all_negative_groups", "all"] = Field(
+        "wrong", description="which responses are judged: the wrong ones, only the wrong ones of all-negative groups "
+        "(cheapest), or every answered one (an audit of right answers reached by a wrong process)")
     max_in_flight: int = operational(8, ge=1, description="judge requests in flight (one sequence each)")
 
 

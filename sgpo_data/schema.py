@@ -40,8 +40,10 @@ JUDGE_FIELDS = [
     pa.field("judge_status", pa.string()),
     pa.field("judge_model", pa.string()),
     pa.field("judge_raw", pa.string()),
-    pa.field("judge_prompt_tokens", pa.int32()),  # extension: usage of the row's judge request
+    pa.field("judge_prompt_tokens", pa.int32()),  # extension: usage of the row's judge requests (a group's, shared out)
     pa.field("judge_completion_tokens", pa.int32()),
+    pa.field("judge_calls", pa.int32()),  # extension: engine requests behind the verdict (0: decided locally)
+    pa.field("judge_seconds", pa.float32()),  # extension: the verdict's time: its requests in flight, or local work
     pa.field("judge_error_kind", pa.string()),  # judge_status error: an ErrorKind
     pa.field("judge_error", pa.string()),  # judge_status error: the error text
 ]
@@ -81,6 +83,7 @@ class JudgeStatus:
     OK = "ok"
     SKIPPED_CORRECT = "skipped_correct"
     SKIPPED_NO_RESPONSE = "skipped_no_response"  # the generate request failed: nothing to judge
+    SKIPPED_SCOPE = "skipped_scope"  # a wrong response outside judge.scope (all_negative_groups: its group has a right one)
     PARSE_ERROR = "parse_error"
     ERROR = "error"
 

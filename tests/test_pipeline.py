@@ -166,10 +166,64 @@ def test_a_cascade_asks_the_llm_only_where_arithmetic_found_nothing(tmp_path, mo
     by_arith = [r for r in rows if r["judge_model"] == "arith"]
     by_llm = [r for r in rows if r["judge_model"] != "arith"]
     assert len(asked) == len(by_llm) and rows
-    assert all(r["first_error_step"] >= 0 and r["judge_prompt_tokens"] is None for r in by_arith)
-    assert all(r["judge_prompt_tokens"] > 0 for r in by_llm)
+    assert all(r["first_error_step"] >= 0 and r["judge_prompt_tokens"] is None and r["judge_calls"] == 0
+               for r in by_arith)
+    assert all(r["judge_prompt_tokens"] > 0 and r["judge_calls"] == 1 and r["judge_seconds"] > 0 for r in by_llm)
     stats = json.loads((tmp_path / "judge" / "manifest.json").read_text())["statistics"]
     assert stats["usage"]["requests"] == len(by_llm)
     found = sum(r["first_error_step"] >= 0 for r in by_llm)
     assert stats["errors_found_by"].get("arith", 0) == len(by_arith)
     assert sum(stats["errors_found_by"].values()) == len(by_arith) + found
+
+
+def test_the_mc_judge_labels_wrong_responses_by_sampling_the_policy_from_step_prefixes(tmp_path, monkeypatch):
+    """Math-Shepherd-style labels on the embedded arithmetic data with the real model: each wrong response is
+    searched in at most ceil(log2 K) rounds of k continuations, each continuing the policy's own conversation
+    from a step prefix; a rerun asks nothing."""
+    import math
+
+    import sgpo_data.backends.transformers_backend as tb
+    from sgpo_data.run_reader import read_stage
+
+    recipe = load_recipe(DEMO, tiny_overrides(num_problems=3, num_samples=2, max_new_tokens=64)
+                         + ["judge.name=mc", "judge.options={samples: 2, max_new_tokens: 48}"])
+    sent = []
+    original = tb.TransformersBackend.generate_batch
+    monkeypatch.setattr(tb.TransformersBackend, "generate_batch",
+                        lambda self, requests: sent.extend(requests) or original(self, requests))
+    run_all(recipe, tmp_path)
+    rows = read_stage(tmp_path, "judge").to_pylist()
+    judged = [r for r in rows if r["judge_status"] == "ok"]
+    assert judged and all(r["judge_model"] for r in judged)
+    for r in judged:
+        k = len(r["steps"])
+        assert 0 <= r["first_error_step"] < k and r["judge_calls"] <= math.ceil(math.log2(k))
+        rates = json.loads(r["judge_raw"])["success_rate_by_step"]
+        assert len(rates) == r["judge_calls"] and all(0 <= v <= 1 for v in rates.values())
+    probes = [q for q in sent if q.conversation[-1]["role"] == "assistant"]
+    assert len(probes) == sum(r["judge_calls"] for r in judged)
+    assert all(q.conversation[0]["content"].endswith("finish with \"The answer is <number>.\"") for q in probes)
+    stats = json.loads((tmp_path / "judge" / "manifest.json").read_text())["statistics"]
+    assert stats["usage"]["requests"] == len(probes)
+    sent.clear()
+    for marker in tmp_path.glob("judge/*.done"):
+        marker.unlink()  # every judge shard is redone: its verdicts come from the cache
+    run_all(recipe, tmp_path)
+    assert sent == [] and read_stage(tmp_path, "judge").to_pylist() == rows
+
+
+def test_group_mode_asks_one_request_per_group_on_the_real_model(tmp_path):
+    from sgpo_data.run_reader import read_stage
+
+    recipe = load_recipe(DEMO, tiny_overrides(num_problems=3, num_samples=3, max_new_tokens=64)
+                         + ["judge.options={mode: group}"])
+    run_all(recipe, tmp_path)
+    rows = [r for r in read_stage(tmp_path, "judge").to_pylist() if r["judge_status"] in ("ok", "parse_error")]
+    groups = {r["prompt_id"] for r in rows}
+    stats = json.loads((tmp_path / "judge" / "manifest.json").read_text())["statistics"]
+    assert rows and stats["usage"]["requests"] == len(groups)
+    for group in groups:
+        members = [r for r in rows if r["prompt_id"] == group]
+        assert len({r["judge_raw"] for r in members}) == 1  # one reply judged them all
+        assert sum(r["judge_prompt_tokens"] for r in members) > 0
+    assert stats["usage"]["prompt_tokens"] == sum(r["judge_prompt_tokens"] for r in rows)

@@ -86,3 +86,91 @@ def test_split_is_lossless_and_cuts_at_every_blank_line(text):
     for step in steps:
         assert not SEPARATOR.search(step.strip())  # separators only at a step's edges
     assert all(s.strip() for s in steps) or len(steps) == 1  # no empty step unless there is no content
+
+
+# <think> ... </think>: which part of a reasoning model's response the judge sees.
+
+NAMES = ["paragraph", "lines", "numbered", "sentences"]
+THINK_TEXT = "<think>a\n\nb</think>\n\nc\n\nd"
+
+
+def test_think_modes_choose_the_judged_part():
+    both = get_segmenter("paragraph").segment(THINK_TEXT)
+    assert both == ("", ["<think>a\n\n", "b</think>\n\n", "c\n\n", "d"], "")  # the default: today's behaviour
+    solution = get_segmenter("paragraph", {"think": "solution"}).segment(THINK_TEXT)
+    assert solution == ("<think>a\n\nb</think>\n\n", ["c\n\n", "d"], "")
+    thinking = get_segmenter("paragraph", {"think": "thinking"}).segment(THINK_TEXT)
+    assert thinking == ("<think>", ["a\n\n", "b"], "</think>\n\nc\n\nd")
+    assert get_segmenter("paragraph", {"think": "solution"}).split(THINK_TEXT) == ["c\n\n", "d"]
+    # whitespace next to the tags stays with them; trailing whitespace of the response stays in the last step
+    assert get_segmenter("lines", {"think": "thinking"}).segment("\n<think>\n x\ny \n</think>\nz\n") == (
+        "\n<think>\n ", ["x\n", "y"], " \n</think>\nz\n")
+    assert get_segmenter("lines", {"think": "solution"}).segment("<think>x</think> \n y\nz\n") == (
+        "<think>x</think> \n ", ["y\n", "z\n"], "")
+
+
+def test_think_modes_without_a_usable_block_judge_the_whole_response():
+    solution, thinking = (get_segmenter("paragraph", {"think": m}) for m in ("solution", "thinking"))
+    for text in ["a\n\nb", "", "  "]:  # no think block
+        assert solution.segment(text) == thinking.segment(text) == ("", get_segmenter("paragraph").split(text), "")
+    # unclosed <think> (cut off while thinking): no solution, so "solution" judges the whole response ...
+    assert solution.segment("<think>a\n\nb") == ("", ["<think>a\n\n", "b"], "")
+    # ... and "thinking" judges the thinking up to the end
+    assert thinking.segment("<think>a\n\nb\n") == ("<think>", ["a\n\n", "b\n"], "")
+    # the opening tag in the prompt (chat templates of R1, Qwen3): the thinking starts the response
+    assert solution.segment("a\n\nb</think>c") == ("a\n\nb</think>", ["c"], "")
+    assert thinking.segment("a\n\nb</think>c") == ("", ["a\n\n", "b"], "</think>c")
+    # a blank solution or a blank thinking block: the whole response
+    assert solution.segment("<think>a</think>\n\n") == ("", ["<think>a</think>\n\n"], "")
+    assert thinking.segment("<think>\n\n</think>\n\nx") == ("", ["<think>\n\n", "</think>\n\n", "x"], "")
+    # only the first block counts; only the exact lower-case tags are recognised
+    assert solution.split("<think>a</think>b<think>c</think>d") == ["b<think>c</think>d"]
+    assert thinking.split("<THINK>a</THINK>b") == ["<THINK>a</THINK>b"]
+
+
+def test_min_chars_and_max_steps_apply_within_the_judged_part():
+    text = "<think>long thought one\n\nlong thought two</think>\n\nok\n\nfirst step\n\nsecond\n\nthird\n\nfourth"
+    assert get_segmenter("paragraph", {"think": "solution", "min_chars": 3, "max_steps": 3}).split(text) == [
+        "ok\n\nfirst step\n\n", "second\n\n", "third\n\nfourth"]
+    assert get_segmenter("paragraph", {"think": "thinking", "max_steps": 1}).split(text) == [
+        "long thought one\n\nlong thought two"]
+
+
+def test_unknown_think_mode_is_named():
+    with pytest.raises(SgpoError, match=r"judge\.segmenter_options\.think.*'both', 'solution' or 'thinking'"):
+        get_segmenter("paragraph", {"think": "x"})
+
+
+think_text = st.lists(
+    st.one_of(st.sampled_from(["<think>", "</think>", "<think>\n", "\n</think>\n\n", "\n", " ", "\n\n", "x",
+                               "Step 1: 2.", "3. a", "é"]), st.text()),
+    max_size=30,
+).map("".join)
+
+
+@given(think_text, st.sampled_from(NAMES), st.sampled_from(["both", "solution", "thinking"]),
+       st.integers(0, 12), st.one_of(st.none(), st.integers(1, 5)))
+def test_prefix_steps_and_suffix_rebuild_the_response_exactly(text, name, think, min_chars, max_steps):
+    seg = get_segmenter(name, {"think": think, "min_chars": min_chars, "max_steps": max_steps})
+    prefix, steps, suffix = seg.segment(text)
+    assert steps and prefix + "".join(steps) + suffix == text
+    assert seg.split(text) == steps
+    assert max_steps is None or len(steps) <= max_steps
+    judged = "".join(steps)
+    whole = prefix == suffix == ""
+    close = text.find("</think>")
+    if think == "both":
+        assert whole
+    elif think == "solution":
+        if close >= 0 and text[close + 8:].strip():
+            assert len(prefix) >= close + 8 and not suffix and judged == text[close + 8:].lstrip()
+        else:
+            assert whole
+    else:
+        opening = text.find("<think>", 0, close if close >= 0 else len(text))
+        inside = text[0 if opening < 0 else opening + 7:close if close >= 0 else len(text)]
+        if (opening >= 0 or close >= 0) and inside.strip():
+            assert judged == (inside.strip() if close >= 0 else inside.lstrip())
+            assert len(prefix) == (0 if opening < 0 else opening + 7) + len(inside) - len(inside.lstrip())
+        else:
+            assert whole

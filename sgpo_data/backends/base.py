@@ -10,6 +10,7 @@ requests, in order, for callers that want one call and a list back.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -57,6 +58,7 @@ class Request:
     seed: int = 0
     choices: list[str] | None = None
     tag: object = None
+    sent: float | None = None  # time.monotonic() when the feed handed it to the engine
 
     @property
     def sequences(self) -> int:
@@ -106,7 +108,9 @@ class Feed:
             self._queue.append(nxt)
         if budget is not None and self._queue[0].sequences > budget:
             return None
-        return self._queue.popleft()
+        request = self._queue.popleft()
+        request.sent = time.monotonic()
+        return request
 
     def push_front(self, requests: list[Request]) -> None:
         self._queue.extendleft(reversed(requests))

@@ -5,8 +5,16 @@ from __future__ import annotations
 from sgpo_data.backends.base import Conversation
 
 
+def continues(conversation: Conversation) -> bool:
+    """Whether the conversation ends in a partial assistant turn for the model to continue (a step prefix)."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
 def prompt_text(tokenizer, conversation: Conversation) -> str:
-    """The conversation rendered by the model's chat template, ready for the assistant's turn."""
+    """The conversation rendered by the model's chat template, ready for the assistant's turn (or, when it ends
+    with an assistant message, ready to continue that message)."""
+    if continues(conversation):
+        return tokenizer.apply_chat_template(conversation, tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
 

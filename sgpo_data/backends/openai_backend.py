@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.backends.base import Backend, Choice, Completion, Feed, Generation, Request, Result
+from sgpo_data.backends.chat import continues
 from sgpo_data.config import operational
 from sgpo_data.errors import SgpoError, ServiceError
 from sgpo_data.outcomes import ErrorKind, RequestError
@@ -93,10 +94,12 @@ class OpenAIBackend(Backend):
                 "max_tokens": max(len(o) for o in request.choices) + 8,
                 "extra_body": {"structured_outputs": {"choice": request.choices}}}))
         params = request.params
+        extra = {"return_tokens_as_token_ids": True} if self.vllm_extensions else {}
+        if self.vllm_extensions and continues(request.conversation):  # continue the partial assistant turn
+            extra |= {"continue_final_message": True, "add_generation_prompt": False}
         response = await self._send({
             "messages": request.conversation, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
-            "max_tokens": params.max_new_tokens, "seed": request.seed, "logprobs": True,
-            "extra_body": {"return_tokens_as_token_ids": True} if self.vllm_extensions else {}})
+            "max_tokens": params.max_new_tokens, "seed": request.seed, "logprobs": True, "extra_body": extra})
         if isinstance(response, (RequestError, ServiceError)):
             return response
         try:

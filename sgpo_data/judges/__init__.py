@@ -1,6 +1,7 @@
 """Step judges, chosen by name: `get_judge("llm", backend, {"constrained": True})`, `get_judge("arith")`,
 `get_judge("cascade", backend, {"judges": ["arith", "llm"]})`. `backend` is an engine or a function that loads
-one: judges load it at their first request, so a judge that decides locally never does."""
+one: judges load it at their first request, so a judge that decides locally never does. `policy` is the policy's
+engine, for judges that sample from it (mc); they fall back to `backend` without one."""
 
 from __future__ import annotations
 
@@ -10,29 +11,53 @@ from sgpo_data.backends.base import Backend
 from sgpo_data.errors import SgpoError
 from sgpo_data.judges.base import Judge, JudgeInput, Verdict
 from sgpo_data.judges.cascade import CascadeOptions
+from sgpo_data.judges.labels import LabelsOptions
 from sgpo_data.judges.llm_judge import LLMJudgeOptions
+from sgpo_data.judges.mc import MCOptions
 from sgpo_data.judges.parse import parse_first_error
+from sgpo_data.judges.prm import PRMOptions
 from sgpo_data.registry import Registry
 
 JUDGES: Registry[Judge] = Registry("judge")
 
 
 @JUDGES.register("llm", options=LLMJudgeOptions)
-def _llm(engine, options: LLMJudgeOptions) -> Judge:
+def _llm(engine, options: LLMJudgeOptions, policy=None) -> Judge:
     from sgpo_data.judges.llm_judge import LLMJudge
 
     return LLMJudge(engine, options)
 
 
 @JUDGES.register("arith")
-def _arith(engine, options) -> Judge:
+def _arith(engine, options, policy=None) -> Judge:
     from sgpo_data.judges.arith import ArithJudge
 
     return ArithJudge()
 
 
+@JUDGES.register("prm", options=PRMOptions)
+def _prm(engine, options: PRMOptions, policy=None) -> Judge:
+    from sgpo_data.judges.prm import PRMJudge
+
+    return PRMJudge(options)
+
+
+@JUDGES.register("labels", options=LabelsOptions)
+def _labels(engine, options: LabelsOptions, policy=None) -> Judge:
+    from sgpo_data.judges.labels import LabelsJudge
+
+    return LabelsJudge(options)
+
+
+@JUDGES.register("mc", options=MCOptions)
+def _mc(engine, options: MCOptions, policy=None) -> Judge:
+    from sgpo_data.judges.mc import MCJudge
+
+    return MCJudge(policy or engine, options)
+
+
 @JUDGES.register("cascade", options=CascadeOptions)
-def _cascade(engine, options: CascadeOptions) -> Judge:
+def _cascade(engine, options: CascadeOptions, policy=None) -> Judge:
     from sgpo_data.judges.cascade import CascadeJudge
 
     judges = []
@@ -40,7 +65,7 @@ def _cascade(engine, options: CascadeOptions) -> Judge:
         if name == "cascade":
             raise SgpoError("judge.options.judges: a cascade cannot contain a cascade")
         JUDGES.check(name, f"judge.options.judges[{position}]")
-        judges.append(get_judge(name, engine, options.options.get(name), f"judge.options.options.{name}"))
+        judges.append(get_judge(name, engine, options.options.get(name), f"judge.options.options.{name}", policy))
     for name, judge in zip(options.judges[:-1], judges[:-1]):
         if type(judge).decide is Judge.decide:
             raise SgpoError(f"judge.options.judges: {name!r} needs an engine, so it can only be the last judge of a "
@@ -49,10 +74,22 @@ def _cascade(engine, options: CascadeOptions) -> Judge:
 
 
 def get_judge(name: str, backend: Backend | Callable[[], Backend] | None = None, options: dict | None = None,
-              key: str = "judge.options") -> Judge:
+              key: str = "judge.options", policy: Backend | Callable[[], Backend] | None = None) -> Judge:
     """The judge `name` on `backend`, its options validated by the judge's own model."""
-    engine = (lambda: backend) if isinstance(backend, Backend) else backend
-    return JUDGES.get(name, engine=engine, options=JUDGES.options(name, options, key))
+    engine, policy = ((lambda b=b: b) if isinstance(b, Backend) else b for b in (backend, policy))
+    return JUDGES.get(name, engine=engine, options=JUDGES.options(name, options, key), policy=policy)
 
 
-__all__ = ["JUDGES", "Judge", "JudgeInput", "Verdict", "get_judge", "parse_first_error"]
+def judge_for(recipe) -> Judge:
+    """The recipe's judge: its engine from the judge section, the policy's (for mc) from the generate section;
+    both load at their first request."""
+    from sgpo_data.backends import get_backend
+
+    cfg, policy = recipe.judge, recipe.generate
+    return get_judge(
+        cfg.name, lambda: get_backend(cfg.backend, cfg.model, cfg.backend_options, "judge.backend_options"),
+        cfg.options, policy=lambda: get_backend(policy.backend, policy.model, policy.backend_options,
+                                                "generate.backend_options"))
+
+
+__all__ = ["JUDGES", "Judge", "JudgeInput", "Verdict", "get_judge", "judge_for", "parse_first_error"]

@@ -33,12 +33,41 @@ class CascadeJudge(Judge):
     def backend(self):
         return self.last.backend
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(column for judge in self.judges for column in judge.columns)
+
+    @property
+    def grouped(self) -> bool:
+        return self.last.grouped
+
+    @property
+    def caches_decisions(self) -> bool:
+        return any(judge.caches_decisions for judge in self.judges)
+
+    def identity(self) -> dict:
+        return {str(i): judge.identity() for i, judge in enumerate(self.judges)}
+
     def decide(self, item: JudgeInput) -> Verdict | None:
+        return self.decide_many([item])[0]
+
+    def decide_many(self, items: list[JudgeInput]) -> list[Verdict | None]:
+        verdicts: list[Verdict | None] = [None] * len(items)
+        pending = list(range(len(items)))
         for judge in self.judges[:-1]:
-            verdict = judge.decide(item)
-            if verdict is not None and verdict.first_error_step is not None and verdict.first_error_step >= 0:
-                return verdict
-        return self.last.decide(item)
+            still = []
+            for i, verdict in zip(pending, judge.decide_many([items[i] for i in pending])):
+                if verdict is not None and verdict.first_error_step is not None and verdict.first_error_step >= 0:
+                    verdicts[i] = verdict
+                else:
+                    still.append(i)
+            pending = still
+        for i, verdict in zip(pending, self.last.decide_many([items[i] for i in pending])):
+            verdicts[i] = verdict
+        return verdicts
+
+    def tasks(self, items, groups):
+        return self.last.tasks(items, groups)
 
     def loaded_model_name(self) -> str | None:
         return self.last.loaded_model_name()

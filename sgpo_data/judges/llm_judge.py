@@ -1,35 +1,85 @@
-"""An LLM as step judge, through any backend. The prompt lives in `templates/first_error.txt`.
+"""An LLM as step judge, through any backend.
 
-With a backend that can constrain its answer (transformers: likelihood of each allowed answer; vLLM: guided
-choice), the reply is always one of -1..K-1; otherwise the judge generates greedily and the reply is parsed
-strictly, a bad reply becoming `parse_error` with the raw text kept.
+The prompt comes from a template (`templates/`, or a file of the user's: `template`, `template_noref`). It is
+reference-guided when the row has a reference solution and reference-free otherwise (`reference` forces one).
+Every step is wrapped in numbered tags, and tag-like or heading-like text inside a response is neutralised, so a
+response cannot forge steps or add sections of its own.
+
+`mode: single` asks one request per response. With a backend that can constrain its answer (transformers:
+likelihood of each allowed answer; vLLM: guided choice) the reply is always one of -1..K-1; otherwise the judge
+generates greedily and the reply is parsed strictly, a bad reply becoming `parse_error` with the raw text kept.
+`mode: group` asks one request per group: the problem and reference go in once, then every wrong response of the
+group, and the reply must be one line `response_<i>: <n>` per response, in order (else every row of the group
+is a parse error).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from importlib import resources
+from pathlib import Path
 from string import Template
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.backends.base import Backend, Choice, Request, Result, SamplingParams
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
-from sgpo_data.judges.parse import parse_first_error
+from sgpo_data.errors import SgpoError
+from sgpo_data.judges.base import Judge, JudgeInput, Session, Task, Verdict
+from sgpo_data.judges.parse import parse_first_error, parse_group
 from sgpo_data.outcomes import RequestError
 
 
 class LLMJudgeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it")
-    max_new_tokens: int = Field(16, ge=1, description="answer budget when the judge generates freely")
+    constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it "
+                              "(single mode)")
+    max_new_tokens: int = Field(16, ge=1, description="answer budget when the judge generates freely; in group mode "
+                                "per response")
+    reference: bool | None = Field(None, description="judge against the reference solution (True), without it "
+                                   "(False), or with it whenever the row has one (None)")
+    mode: Literal["single", "group"] = Field("single", description="one request per response, or one per group of "
+                                             "a prompt's judged responses")
+    template: str | None = Field(None, description="a prompt template file used with a reference solution "
+                                 "(None: the shipped one)")
+    template_noref: str | None = Field(None, description="a prompt template file used without one")
 
 
-def load_template(name: str = "first_error.txt") -> Template:
-    return Template(resources.files("sgpo_data.judges").joinpath("templates", name).read_text())
+# The placeholders each template must hold (it may also use the optional ones).
+REQUIRED = {
+    ("single", True): {"problem", "reference_solution", "steps"},
+    ("single", False): {"problem", "steps"},
+    ("group", True): {"problem", "reference_solution", "responses"},
+    ("group", False): {"problem", "responses"},
+}
+OPTIONAL = {"single": {"last_step"}, "group": {"count", "example"}}
+SHIPPED = {("single", True): "first_error.txt", ("single", False): "first_error_noref.txt",
+           ("group", True): "first_error_group.txt", ("group", False): "first_error_group_noref.txt"}
+
+
+def load_template(name: str = "first_error.txt", path: str | None = None, mode: str = "single",
+                  reference: bool = True, key: str = "judge.options.template") -> Template:
+    """A shipped template by name, or the user's file at `path`, checked for its placeholders."""
+    if path is None:
+        return Template(resources.files("sgpo_data.judges").joinpath("templates", name).read_text())
+    file = Path(path)
+    if not file.is_file():
+        raise SgpoError(f"{key}: template file {path} not found; give an existing text file")
+    template = Template(file.read_text())
+    if not template.is_valid():
+        raise SgpoError(f"{key}: template {path} has a '$$' placeholder that is not a name; write a literal $ as $$$$")
+    found = set(template.get_identifiers())
+    if missing := REQUIRED[mode, reference] - found:
+        raise SgpoError(f"{key}: template {path} lacks the placeholder(s) {', '.join('$' + m for m in sorted(missing))}"
+                        f"; a {mode} template {'with' if reference else 'without'} a reference needs "
+                        f"{', '.join('$' + m for m in sorted(REQUIRED[mode, reference]))}")
+    if unknown := found - REQUIRED[mode, reference] - OPTIONAL[mode]:
+        raise SgpoError(f"{key}: template {path} has unknown placeholder(s) {', '.join('$' + u for u in sorted(unknown))}"
+                        f"; valid: {', '.join('$' + v for v in sorted(REQUIRED[mode, True] | OPTIONAL[mode]))}")
+    return template
 
 
 # Tag-like text: <system>, </b>, <br/>, and any spelling of a step tag (< step_1 >, </STEP 2>); "x < y and z > 2"
@@ -46,13 +96,27 @@ def neutralise(text: str) -> str:
     return _HEADING_RE.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
 
 
+def tagged_steps(steps: list[str]) -> str:
+    return "\n\n".join(f"<step_{i}>\n{neutralise(step.strip())}\n</step_{i}>" for i, step in enumerate(steps))
+
+
 def render_prompt(template: Template, item: JudgeInput) -> str:
-    steps = "\n\n".join(f"<step_{i}>\n{neutralise(step.strip())}\n</step_{i}>" for i, step in enumerate(item.steps))
     return template.substitute(
         problem=item.problem.strip(),
         reference_solution=(item.reference_solution or "(none given)").strip(),
-        steps=steps,
+        steps=tagged_steps(item.steps),
         last_step=len(item.steps) - 1,
+    )
+
+
+def render_group_prompt(template: Template, items: list[JudgeInput]) -> str:
+    responses = "\n\n".join(f"<response_{j}>\n{tagged_steps(item.steps)}\n</response_{j}>" for j, item in enumerate(items))
+    return template.substitute(
+        problem=items[0].problem.strip(),
+        reference_solution=(items[0].reference_solution or "(none given)").strip(),
+        responses=responses,
+        count=len(items),
+        example="\n".join(f"response_{j}: {-1 if j % 2 else min(1, len(items[j].steps) - 1)}" for j in range(len(items))),
     )
 
 
@@ -61,7 +125,13 @@ class LLMJudge(Judge):
         super().__init__(engine)
         self.options = options or LLMJudgeOptions()
         self.max_new_tokens = self.options.max_new_tokens
-        self.template = load_template()
+        mode = self.options.mode
+        self.templates = {
+            reference: load_template(SHIPPED[mode, reference],
+                                     self.options.template if reference else self.options.template_noref, mode,
+                                     reference, "judge.options.template" + ("" if reference else "_noref"))
+            for reference in (True, False)
+        }
 
     @property
     def model_name(self) -> str:
@@ -69,10 +139,22 @@ class LLMJudge(Judge):
 
     @property
     def constrained(self) -> bool:
-        return self.options.constrained and self.backend.supports_choice
+        return self.options.constrained and self.options.mode == "single" and self.backend.supports_choice
+
+    @property
+    def grouped(self) -> bool:
+        return self.options.mode == "group"
+
+    def identity(self) -> dict:
+        """The template texts, so an edited template file never reuses old verdicts."""
+        return {str(reference): template.template for reference, template in self.templates.items()}
+
+    def template_for(self, item: JudgeInput) -> Template:
+        reference = self.options.reference
+        return self.templates[bool(item.reference_solution) if reference is None else reference]
 
     def conversation(self, item: JudgeInput) -> list[dict[str, str]]:
-        return [{"role": "user", "content": render_prompt(self.template, item)}]
+        return [{"role": "user", "content": render_prompt(self.template_for(item), item)}]
 
     def request(self, item: JudgeInput) -> Request:
         if self.constrained:
@@ -89,3 +171,21 @@ class LLMJudge(Judge):
             completion_tokens = sum(c.num_tokens for c in result.completions)
         return replace(parse_first_error(raw, len(item.steps)), prompt_tokens=result.prompt_tokens,
                        completion_tokens=completion_tokens)
+
+    def tasks(self, items: Mapping[Hashable, JudgeInput], groups: Mapping[Hashable, Hashable]) -> list[Task]:
+        if not self.grouped:
+            return super().tasks(items, groups)
+        by_group: dict[Hashable, list[Hashable]] = {}
+        for row in items:
+            by_group.setdefault(groups[row], []).append(row)
+        return [Task(rows, self.group_session([items[row] for row in rows])) for rows in by_group.values()]
+
+    def group_session(self, items: list[JudgeInput]) -> Session:
+        prompt = render_group_prompt(self.template_for(items[0]), items)
+        budget = self.max_new_tokens * len(items) + 8
+        result = yield Request([{"role": "user", "content": prompt}], SamplingParams(n=1, temperature=0.0,
+                                                                                     max_new_tokens=budget))
+        if isinstance(result, RequestError):
+            return [Verdict.failed(result) for _ in items]
+        raw = result.completions[0].text if result.completions else None
+        return parse_group(raw, [len(item.steps) for item in items])

@@ -1,4 +1,5 @@
-"""Strict parsing of a judge's answer: the whole reply must be one integer in -1..K-1."""
+"""Strict parsing of a judge's answer: the whole reply must be one integer in -1..K-1 (a group reply: one line
+`response_<i>: <n>` per response, in order)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sgpo_data.judges.base import Verdict
 from sgpo_data.schema import JudgeStatus
 
 _INTEGER = re.compile(r"-?\d+")
+_GROUP_LINE = re.compile(r"response_(\d+)\s*:\s*(-?\d+)\.?")
 
 
 def parse_first_error(raw: str | None, num_steps: int) -> Verdict:
@@ -19,3 +21,19 @@ def parse_first_error(raw: str | None, num_steps: int) -> Verdict:
     if not -1 <= index < num_steps:
         return Verdict(None, JudgeStatus.PARSE_ERROR, raw)
     return Verdict(index, JudgeStatus.OK, raw)
+
+
+def parse_group(raw: str | None, num_steps: list[int]) -> list[Verdict]:
+    """One verdict per response from `"response_0: 2\\nresponse_1: -1"`. The reply must have exactly one line per
+    response, in order, each index in range; otherwise every response is a parse error (raw kept on each)."""
+    lines = [line.strip() for line in (raw or "").strip().splitlines() if line.strip()]
+    failed = [Verdict(None, JudgeStatus.PARSE_ERROR, raw) for _ in num_steps]
+    if len(lines) != len(num_steps):
+        return failed
+    verdicts = []
+    for j, (line, k) in enumerate(zip(lines, num_steps)):
+        match = _GROUP_LINE.fullmatch(line)
+        if not match or int(match.group(1)) != j or not -1 <= int(match.group(2)) < k:
+            return failed
+        verdicts.append(Verdict(int(match.group(2)), JudgeStatus.OK, raw))
+    return verdicts

@@ -1,9 +1,12 @@
-"""Step segmenters, chosen by name with their options: `get_segmenter("lines", {"min_chars": 8})`."""
+"""Step segmenters, chosen by name with their options: `get_segmenter("lines", {"min_chars": 8})`.
+
+Every segmenter takes the shared `SegmenterOptions` (min_chars, max_steps, think); `segment(text)` gives
+`Segmented(prefix, steps, suffix)`, `split(text)` the judged steps alone."""
 
 from __future__ import annotations
 
 from sgpo_data.registry import Registry
-from sgpo_data.segmenters.base import Segmenter, SegmenterOptions, strip_steps
+from sgpo_data.segmenters.base import Segmented, Segmenter, SegmenterOptions, judged_span, strip_steps
 
 SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
 
@@ -16,4 +19,4 @@ def get_segmenter(name: str, options: dict | None = None, key: str = "judge.segm
 # Registers the implementations.
 from sgpo_data.segmenters import paragraph  # noqa: E402,F401
 
-__all__ = ["SEGMENTERS", "Segmenter", "SegmenterOptions", "get_segmenter", "strip_steps"]
+__all__ = ["SEGMENTERS", "Segmented", "Segmenter", "SegmenterOptions", "get_segmenter", "judged_span", "strip_steps"]

@@ -1,10 +1,13 @@
-"""judge: cut every response into steps, then ask the step judge for the first wrong step of each wrong
-response (of every response with `judge.judge_correct`). One output shard per generate shard.
+"""judge: cut every response into steps, then ask the step judge for the first wrong step of the responses in
+`judge.scope` (the wrong ones; the wrong ones of all-negative groups; every answered one). One output shard per
+generate shard.
 
-The judge requests of every shard stream through one engine, up to `max_in_flight` at once; a shard is written
-as soon as its last row is judged. Each judged row is cached on its own, keyed by the judge, its engine and the
-item, never by max_in_flight or timeouts. A failed request marks only its row (`judge_status` error, kind and text kept); rows whose
-generation failed are not judged (`skipped_no_response`).
+Local judges (arith, labels, prm) decide on the spot. The engine work of every shard (one request per row, one
+per group, or a few rounds per row for mc) streams through one engine, up to `max_in_flight` at once; a shard is
+written as soon as its last row is judged. Each judged row is cached on its own, keyed by the judge, its engines
+and the item (in group mode, with its group), never by max_in_flight or timeouts. A failed request marks only its
+rows (`judge_status` error, kind and text kept); rows whose generation failed are not judged
+(`skipped_no_response`). Each row records its cost: engine calls, tokens and seconds.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sgpo_data.backends import BACKENDS, get_backend
+from sgpo_data.backends import BACKENDS
 from sgpo_data.config import identity
-from sgpo_data.judges import JUDGES, JudgeInput, Verdict, get_judge
+from sgpo_data.errors import SgpoError
+from sgpo_data.judges import JUDGES, JudgeInput, Verdict, get_judge, judge_for
+from sgpo_data.judges.base import Sessions
+from sgpo_data.prompts import conversation
 from sgpo_data.pipeline.cache import CallCache, request_key
 from sgpo_data.pipeline.folder import add_counts
 from sgpo_data.backends.base import Request
@@ -67,9 +73,7 @@ class JudgeStage(StreamingStage):
     def judge(self):
         """The judge; its engine loads at the first request (a judge that decides locally never loads one)."""
         if self._judge is None:
-            cfg = self.recipe.judge
-            self._judge = get_judge(cfg.name, lambda: get_backend(cfg.backend, cfg.model, cfg.backend_options,
-                                                                  "judge.backend_options"), cfg.options)
+            self._judge = judge_for(self.recipe)
         return self._judge
 
     def engine(self):
@@ -79,10 +83,13 @@ class JudgeStage(StreamingStage):
         if self._judge is not None:
             self._judge.close()
 
-    def key(self, item: JudgeInput) -> str:
-        cfg = self.recipe.judge
-        return request_key(judge=cfg.name, options=self.judge_options.model_dump(), backend=cfg.backend,
-                           model=cfg.model, backend_options=identity(self.backend_options), item=item.__dict__)
+    def key(self, item: JudgeInput, group: list[JudgeInput] | None = None) -> str:
+        """A row's cache key; in group mode the verdict also depends on the rows judged with it."""
+        cfg, policy = self.recipe.judge, self.recipe.generate
+        return request_key(judge=cfg.name, options=self.judge_options.model_dump(), judge_identity=self.judge.identity(),
+                           backend=cfg.backend, model=cfg.model, backend_options=identity(self.backend_options),
+                           policy=[policy.backend, policy.model], item=item.identity(),
+                           group=[other.identity() for other in group] if group is not None else None)
 
     def job(self, shard: Shard) -> "_JudgeJob":
         return _JudgeJob(self, shard, CallCache(StageFiles(self.run, self.name).cache_path(shard.index)))
@@ -99,60 +106,112 @@ class JudgeStage(StreamingStage):
 
 
 class _JudgeJob(ShardJob):
-    """One shard's rows: cut into steps; the wrong ones (every answered one with judge_correct) are judged."""
+    """One shard's rows: cut into steps; those in scope are judged, locally or through the engine."""
 
     def __init__(self, stage: JudgeStage, shard: Shard, cache: CallCache):
         super().__init__(shard)
         self.stage, self.cache = stage, cache
         self.table = table = shard.load()
         stage.check_input(table, shard.where)
-        cfg = stage.recipe.judge
+        judge = stage.judge
+        missing = [c for c in judge.columns if c not in table.column_names]
+        if missing:
+            raise SgpoError(f"judge {stage.recipe.judge.name}: {shard.where} has no column {missing[0]!r} to read "
+                            f"labels from; columns: {', '.join(table.column_names)}; set judge.options.column")
         responses = table["response"].to_pylist()
         self.steps = [stage.segmenter.split(text) if text is not None else [] for text in responses]
         self.answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
         correct = np.array([c is True for c in table["is_correct"].to_pylist()], dtype=bool)
-        selected = self.answered & (True if cfg.judge_correct else ~correct)
-        problems, solutions = table["problem"].to_pylist(), table["reference_solution"].to_pylist()
-        self.items = {int(i): JudgeInput(problems[i], solutions[i], self.steps[i]) for i in selected.nonzero()[0]}
-        self.keys = {i: stage.key(item) for i, item in self.items.items()}
+        self.groups = table["prompt_id"].to_pylist()
+        self.selected = _in_scope(stage.recipe.judge.scope, self.answered, correct, self.groups)
+        self.items = _items(table, self.steps, self.selected, judge.columns, stage.recipe.generate)
+        members: dict[str, list[int]] = {}
+        for i in self.items:
+            members.setdefault(self.groups[i], []).append(i)
+        self.keys = {i: stage.key(item, [self.items[j] for j in members[self.groups[i]]] if judge.grouped else None)
+                     for i, item in self.items.items()}
         self.verdicts: dict[int, Verdict] = {}
         for i, key in self.keys.items():
             if (cached := cache.get(key)) is not None:
                 self.verdicts[i] = Verdict(**cached)
-            elif (local := stage.judge.decide(self.items[i])) is not None:  # e.g. arith: no engine, no cache
+        left = [i for i in self.items if i not in self.verdicts]
+        for i, local in zip(left, judge.decide_many([self.items[i] for i in left])):  # arith, labels, prm: no engine
+            if local is not None:
                 self.verdicts[i] = local
+                if judge.caches_decisions and local.status != JudgeStatus.ERROR:
+                    cache.put(self.keys[i], local.__dict__)
+        asked = {i: self.items[i] for i in self.items if i not in self.verdicts}
+        self.sessions = Sessions(judge.tasks(asked, {i: self.groups[i] for i in asked}))
 
     def requests(self) -> list[Request]:
-        judge = self.stage.judge
-        requests = []
-        for i, item in self.items.items():
-            if i not in self.verdicts:
-                request = judge.request(item)
-                request.tag = i
-                requests.append(request)
+        requests = self.sessions.start()
+        self._collect()  # sessions that decided without asking (mc: a right answer, a one-step response)
         return requests
 
     def take(self, request: Request, result) -> list[Request]:
-        i = request.tag
-        self.verdicts[i] = verdict = self.stage.judge.verdict(self.items[i], result)
-        if verdict.status != JudgeStatus.ERROR:  # a failed request is retried by the next run
-            self.cache.put(self.keys[i], verdict.__dict__)
-        return []
+        follow_ups = self.sessions.take(request, result)
+        self._collect()
+        return follow_ups
+
+    def _collect(self) -> None:
+        """Record the verdicts of finished tasks; cache them unless a request failed (the next run retries)."""
+        for i, verdict in self.sessions.finished():
+            self.verdicts[i] = verdict
+            if verdict.status != JudgeStatus.ERROR:
+                self.cache.put(self.keys[i], verdict.__dict__)
 
     def finish(self) -> ShardOutput:
-        asked = [v for v in self.verdicts.values() if v.status != JudgeStatus.ERROR and v.prompt_tokens is not None]
-        usage = {"requests": len(asked), "prompt_tokens": sum(v.prompt_tokens for v in asked),
-                 "completion_tokens": sum(v.completion_tokens or 0 for v in asked)}
+        engine = [v for v in self.verdicts.values() if v.status != JudgeStatus.ERROR and v.prompt_tokens is not None]
+        usage = {"requests": _requests(self.verdicts, self.groups) if self.stage.judge.grouped
+                 else sum(v.calls for v in engine),
+                 "prompt_tokens": sum(v.prompt_tokens for v in engine),
+                 "completion_tokens": sum(v.completion_tokens or 0 for v in engine),
+                 "seconds": round(sum(v.seconds for v in self.verdicts.values()), 3)}
         name = self.stage.judge_name()
         found: dict[str, int] = {}
         for v in self.verdicts.values():
             if v.first_error_step is not None and v.first_error_step >= 0:
                 found[v.judge or name] = found.get(v.judge or name, 0) + 1
-        table = _with_verdicts(self.table, self.steps, self.verdicts, self.answered, name)
+        skipped = np.where(self.answered, JudgeStatus.SKIPPED_CORRECT, JudgeStatus.SKIPPED_NO_RESPONSE)
+        skipped[self.answered & ~self.selected & _wrong(self.table)] = JudgeStatus.SKIPPED_SCOPE
+        table = _with_verdicts(self.table, self.steps, self.verdicts, skipped, name)
         return ShardOutput(table, {"usage": usage, "errors_found_by": found})
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _wrong(table: pa.Table) -> np.ndarray:
+    return np.array([c is False for c in table["is_correct"].to_pylist()], dtype=bool)
+
+
+def _in_scope(scope: str, answered: np.ndarray, correct: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Rows to judge: answered and wrong; answered, wrong and in a group with no right answer; or answered."""
+    if scope == "all":
+        return answered.copy()
+    selected = answered & ~correct
+    if scope == "all_negative_groups":
+        solved = {g for g, c in zip(groups, correct) if c}
+        selected &= np.array([g not in solved for g in groups], dtype=bool)
+    return selected
+
+
+def _items(table: pa.Table, steps, selected: np.ndarray, columns: tuple[str, ...], generate) -> dict[int, JudgeInput]:
+    problems, solutions = table["problem"].to_pylist(), table["reference_solution"].to_pylist()
+    answers = table["reference_answer"].to_pylist()
+    extra = {c: table[c].to_pylist() for c in columns}
+    return {int(i): JudgeInput(problems[i], solutions[i], steps[i], answers[i], conversation(generate, problems[i]),
+                               {c: values[i] for c, values in extra.items()})
+            for i in selected.nonzero()[0]}
+
+
+def _requests(verdicts: dict[int, Verdict], groups: list[str]) -> int:
+    """Group mode: one request per group whose rows the engine judged (each row carries its group's calls)."""
+    calls = {}
+    for i, v in verdicts.items():
+        if v.status != JudgeStatus.ERROR and v.prompt_tokens is not None:
+            calls[groups[i]] = v.calls
+    return sum(calls.values())
 
 
 def _default_name(cfg) -> str | None:
@@ -161,18 +220,19 @@ def _default_name(cfg) -> str | None:
     return resolve_model(None)[1] if cfg.backend == "transformers" else None
 
 
-def _with_verdicts(table: pa.Table, steps, verdicts: dict[int, Verdict], answered, judge_name) -> pa.Table:
-    n = table.num_rows
-    skipped = [JudgeStatus.SKIPPED_CORRECT if answered[i] else JudgeStatus.SKIPPED_NO_RESPONSE for i in range(n)]
-    v = [verdicts.get(i) for i in range(n)]
+def _with_verdicts(table: pa.Table, steps, verdicts: dict[int, Verdict], skipped, judge_name) -> pa.Table:
+    """The judge columns: a verdict's, or for a row not judged the reason (`skipped`)."""
+    v = [verdicts.get(i) for i in range(table.num_rows)]
     columns = {
         "steps": steps,
         "first_error_step": [x.first_error_step if x else None for x in v],
-        "judge_status": [x.status if x else skipped[i] for i, x in enumerate(v)],
+        "judge_status": [x.status if x else str(skipped[i]) for i, x in enumerate(v)],
         "judge_model": [(x.judge or judge_name) if x else None for x in v],
         "judge_raw": [x.raw if x else None for x in v],
         "judge_prompt_tokens": [x.prompt_tokens if x else None for x in v],
         "judge_completion_tokens": [x.completion_tokens if x else None for x in v],
+        "judge_calls": [x.calls if x else None for x in v],
+        "judge_seconds": [x.seconds if x else None for x in v],
         "judge_error_kind": [x.error_kind if x else None for x in v],
         "judge_error": [x.error if x else None for x in v],
     }

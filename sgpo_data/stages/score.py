@@ -68,6 +68,8 @@ class ScoreStage(Stage):
         judge_failed = int(np.sum(np.array(table["judge_status"].to_pylist()) == "error"))
         stats.update(rows_in_error=int(failed.sum()), groups_with_rows_in_error=len(groups), judge_errors=judge_failed)
         for stage in ("generate", "judge") if self.run else ():  # what the dataset cost, from the engine stages
-            usage = (StageFiles(self.run, stage).manifest() or {}).get("statistics", {}).get("usage", {})
-            stats.update({f"{stage}_{key}": value for key, value in usage.items()})
+            upstream = (StageFiles(self.run, stage).manifest() or {}).get("statistics", {})
+            stats.update({f"{stage}_{key}": value for key, value in upstream.get("usage", {}).items()})
+            if "errors_found_by" in upstream:
+                stats["judge_errors_found_by"] = upstream["errors_found_by"]
         return stats
