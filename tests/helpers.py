@@ -1,9 +1,14 @@
 """Shared test settings."""
 
 
+# The demo's judge is a cascade (arith, then the LLM); tests of the engines judge every wrong row with the LLM.
+LLM_JUDGE = ["judge.name=llm", "judge.options={}"]
+
+
 def tiny_overrides(num_problems: int = 3, num_samples: int = 2, max_new_tokens: int = 40) -> list[str]:
-    """A real-model run small enough for the test suite: few prompts, short outputs, one prompt per shard."""
-    return [
+    """A real-model run small enough for the test suite: few prompts, short outputs, one prompt per shard, every
+    wrong response judged by the LLM."""
+    return [*LLM_JUDGE,
         f"data.arithmetic.num_problems={num_problems}",
         "data.arithmetic.max_steps=3",
         f"generate.sampling.num_samples={num_samples}",

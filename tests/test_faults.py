@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from sgpo_data.run_reader import StageFiles
 from sgpo_data_cli.app import app
 from tests.fault_server import Fault, FaultServer
+from tests.helpers import LLM_JUDGE
 
 pytestmark = pytest.mark.slow  # the grader's math-verify worker is a process of its own
 
@@ -28,7 +29,8 @@ def cli_args(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, st
     """`sgpo-data` arguments for a small run (PROMPTS prompts, G samples, 2 shards) on the two servers."""
     args = [*stages, *([str(DEMO)] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
             "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
-            "--set", "generate.prompts_per_shard=2", "--set", f"generate.max_in_flight={G}", *extra]
+            "--set", "generate.prompts_per_shard=2", "--set", f"generate.max_in_flight={G}",
+            *[arg for s in LLM_JUDGE for arg in ("--set", s)], *extra]
     for section, server in (("generate", policy), ("judge", judge)):
         args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model={model}", "--set",
                  f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]

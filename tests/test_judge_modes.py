@@ -202,3 +202,19 @@ def test_an_unknown_judge_or_segmenter_name_lists_the_valid_ones(name, kind):
     recipe = load_recipe(None, [f"judge.{'name' if kind == 'judge' else 'segmenter'}={name}"])
     with pytest.raises(SgpoError, match=rf"unknown {kind} '{name}'; valid names: .*"):
         JudgeStage(recipe).check()
+
+
+def test_group_replies_are_constrained_by_a_regular_expression_where_the_backend_can():
+    import re as regex
+
+    backend = Recorder(lambda r: text_reply("response_0: 2\nresponse_1: -1"))
+    get_judge("llm", backend, {"mode": "group"}).judge(ITEMS[:2], groups=["p", "p"])
+    assert backend.requests[0].pattern is None  # this backend cannot: free generation, parsed strictly
+    backend.supports_pattern = True
+    get_judge("llm", backend, {"mode": "group"}).judge(ITEMS[:2], groups=["p", "p"])
+    pattern = backend.requests[1].pattern
+    assert regex.fullmatch(pattern, "response_0: 2\nresponse_1: -1")
+    assert not regex.fullmatch(pattern, "response_0: 3\nresponse_1: -1")  # step 3 does not exist
+    assert not regex.fullmatch(pattern, "response_0: 2")
+    get_judge("llm", backend, {"mode": "group", "constrained": False}).judge(ITEMS[:2], groups=["p", "p"])
+    assert backend.requests[2].pattern is None

@@ -106,6 +106,33 @@ def test_guided_choice_always_returns_an_allowed_answer(vllm_server):
     assert picks[0] in range(4) and picks[1] in range(3) and picks[2] == 0
 
 
+def test_group_mode_replies_are_constrained_to_one_line_per_response(vllm_server):
+    """One request judges a group; the server's regular expression makes every reply parse, each index in range."""
+    from sgpo_data.judges import JudgeInput, get_judge
+
+    items = [JudgeInput("Tom has 3 apples and buys 4. How many?", "3 + 4 = 7. The answer is 7.", steps)
+             for steps in (["3 + 4 = 8.", "The answer is 8."], ["Tom buys 4.", "3 * 4 = 12.", "The answer is 12."],
+                           ["The answer is 6."])]
+    verdicts = get_judge("llm", backend(vllm_server), {"mode": "group"}).judge(items, groups=["g"] * 3)
+    assert all(v.status == JudgeStatus.OK and -1 <= v.first_error_step < len(x.steps) for v, x in zip(verdicts, items))
+    assert len({v.raw for v in verdicts}) == 1 and verdicts[0].raw.count("\n") == 2
+    assert sum(v.prompt_tokens for v in verdicts) > 100 and {v.calls for v in verdicts} == {1}
+
+
+def test_the_mc_judge_continues_a_step_prefix_on_the_server(vllm_server):
+    """The continuation request ends with the partial assistant turn; the server continues it, not a new turn."""
+    from sgpo_data.backends import SamplingParams
+    from sgpo_data.backends.base import Request
+
+    prefix = "Tom has 3 apples and buys 4 more.\n\nSo he has 3 + 4 ="
+    conversation = [{"role": "user", "content": "Tom has 3 apples and buys 4. How many?"},
+                    {"role": "assistant", "content": prefix}]
+    [result] = backend(vllm_server).run([Request(conversation, SamplingParams(n=1, temperature=0.0, max_new_tokens=4))])
+    assert result.completions[0].text.strip()[:1].isdigit()  # the sentence goes on with a number
+    plain = backend(vllm_server).run([Request(conversation[:1], SamplingParams(n=1, temperature=0.0, max_new_tokens=4))])
+    assert result.prompt_tokens > plain[0].prompt_tokens + 10  # the prefix is part of the prompt
+
+
 def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
     from sgpo_data.config import load_recipe
     from sgpo_data.stages import run_all

@@ -216,7 +216,7 @@ def test_group_mode_asks_one_request_per_group_on_the_real_model(tmp_path):
     from sgpo_data.run_reader import read_stage
 
     recipe = load_recipe(DEMO, tiny_overrides(num_problems=3, num_samples=3, max_new_tokens=64)
-                         + ["judge.options={mode: group}"])
+                         + ["judge.name=llm", "judge.options={mode: group}"])
     run_all(recipe, tmp_path)
     rows = [r for r in read_stage(tmp_path, "judge").to_pylist() if r["judge_status"] in ("ok", "parse_error")]
     groups = {r["prompt_id"] for r in rows}

@@ -14,6 +14,7 @@ import torch
 
 from sgpo_data.run_reader import read_stage
 from sgpo_data.schema import JudgeStatus
+from tests.helpers import LLM_JUDGE
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_BIN = Path(os.environ.get("SGPO_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python")).parent
@@ -34,7 +35,8 @@ def vllm_run(tmp_path_factory):
     engine = [f"{s}.{k}={v}" for s in ("generate", "judge") for k, v in
               (("backend", "vllm"), ("backend_options.dtype", "bfloat16"), ("backend_options.max_model_len", 1024))]
     sets = ["data.arithmetic.num_problems=4", "data.arithmetic.max_steps=3", "generate.sampling.num_samples=3",
-            "generate.sampling.max_new_tokens=48", "generate.prompts_per_shard=2", "generate.max_in_flight=4", *engine]
+            "generate.sampling.max_new_tokens=48", "generate.prompts_per_shard=2", "generate.max_in_flight=4", *engine,
+            *LLM_JUDGE]
     command = [str(VLLM_BIN / "sgpo-data"), "run", str(REPO / "recipes" / "demo.yaml"), "--out", str(out)]
     command += [arg for s in sets for arg in ("--set", s)]
     done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)

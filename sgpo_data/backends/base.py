@@ -51,12 +51,14 @@ class Completion:
 @dataclass(eq=False)
 class Request:
     """One call: `params.n` samples of a conversation (its own `seed`), or, with `choices`, the answer among them
-    the model finds likeliest. `tag` is the caller's, handed back with the result."""
+    the model finds likeliest. `pattern` constrains the samples to a regular expression (only sent to a backend
+    that `supports_pattern`). `tag` is the caller's, handed back with the result."""
 
     conversation: Conversation
     params: SamplingParams | None = None
     seed: int = 0
     choices: list[str] | None = None
+    pattern: str | None = None  # a regular expression the generated text must match (backends with supports_pattern)
     tag: object = None
     sent: float | None = None  # time.monotonic() when the feed handed it to the engine
 
@@ -124,6 +126,7 @@ class Backend(ABC):
 
     model_name: str
     supports_choice: bool = False
+    supports_pattern: bool = False  # can constrain free generation to a regular expression (Request.pattern)
 
     @abstractmethod
     def stream(self, feed: Feed, max_in_flight: int) -> Iterator[tuple[Request, Result]]:

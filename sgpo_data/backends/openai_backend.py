@@ -13,7 +13,8 @@ timeouts, 408/409/429 and 5xx. What is left after the retries is sorted by `clas
 The API key is read from the environment variable named by `api_key_env` and never stored.
 
 With a vLLM server (`vllm_extensions=True`) the backend also asks for the generated token ids
-(`return_tokens_as_token_ids`) and constrains judge answers by guided choice (`structured_outputs`).
+(`return_tokens_as_token_ids`), constrains judge answers by guided choice and group replies by a regular
+expression (`structured_outputs`), and continues a partial assistant turn (`continue_final_message`).
 Log-probs are what the server reports; start vLLM with `--logprobs-mode processed_logprobs` so they are
 taken after temperature scaling, the convention the trainer uses (with top_p < 1 vLLM also renormalises
 over the kept tokens, which the trainer does not).
@@ -56,7 +57,7 @@ class OpenAIBackend(Backend):
         self.api_key = os.environ.get(options.api_key_env) or ("EMPTY" if options.base_url else None)
         if self.api_key is None:
             raise SgpoError(f"no API key: set ${options.api_key_env}, or set a base_url for a local server that needs none")
-        self.vllm_extensions = self.supports_choice = options.vllm_extensions
+        self.vllm_extensions = self.supports_choice = self.supports_pattern = options.vllm_extensions
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = None
         self.clients_made = 0  # one per backend life (a test checks it)
@@ -97,6 +98,8 @@ class OpenAIBackend(Backend):
         extra = {"return_tokens_as_token_ids": True} if self.vllm_extensions else {}
         if self.vllm_extensions and continues(request.conversation):  # continue the partial assistant turn
             extra |= {"continue_final_message": True, "add_generation_prompt": False}
+        if self.vllm_extensions and request.pattern is not None:
+            extra["structured_outputs"] = {"regex": request.pattern}
         response = await self._send({
             "messages": request.conversation, "n": params.n, "temperature": params.temperature, "top_p": params.top_p,
             "max_tokens": params.max_new_tokens, "seed": request.seed, "logprobs": True, "extra_body": extra})

@@ -120,7 +120,7 @@ class TransformersBackend(BatchBackend):
             cand = torch.tensor([a + [pad] * (width - len(a)) for a in answers])
             mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers])
             with torch.inference_mode():
-                head = self.model(prompt_ids.to(self.device), use_cache=True)
+                head = self.model(prompt_ids.to(self.device), use_cache=True, logits_to_keep=1)  # only the last row
                 cache = getattr(head, "cache", None) or head.past_key_values  # renamed in transformers 5.2x
                 cache.batch_repeat_interleave(len(options))
                 attn = torch.cat([torch.ones(len(options), prompt_ids.shape[1], dtype=mask.dtype), mask], dim=1)

@@ -58,6 +58,7 @@ class _Running:
 
 class VLLMBackend(Backend):
     supports_choice = True
+    supports_pattern = True
 
     def __init__(self, model: str | None, options: VLLMOptions | None = None):
         try:
@@ -122,9 +123,10 @@ class VLLMBackend(Backend):
         engine_requests = []
         if request.choices is None:
             p = request.params
+            pattern = StructuredOutputsParams(regex=request.pattern) if request.pattern is not None else None
             engine_requests.append((ids, SamplingParams(n=p.n, temperature=p.temperature, top_p=p.top_p,
                                                         max_tokens=p.max_new_tokens, seed=request.seed, logprobs=0,
-                                                        output_kind=final)))
+                                                        output_kind=final, structured_outputs=pattern)))
         elif self.options.choice == "guided":
             longest = max(len(self.tokenizer(c, add_special_tokens=False).input_ids) for c in request.choices)
             engine_requests.append((ids, SamplingParams(temperature=0.0, max_tokens=longest + 2, output_kind=final,

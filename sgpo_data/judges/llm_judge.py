@@ -10,7 +10,7 @@ likelihood of each allowed answer; vLLM: guided choice) the reply is always one 
 generates greedily and the reply is parsed strictly, a bad reply becoming `parse_error` with the raw text kept.
 `mode: group` asks one request per group: the problem and reference go in once, then every wrong response of the
 group, and the reply must be one line `response_<i>: <n>` per response, in order (else every row of the group
-is a parse error).
+is a parse error). With vLLM (server or offline) the reply is constrained to that format by a regular expression.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class LLMJudgeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     constrained: bool = Field(True, description="restrict the answer to -1..K-1 where the backend allows it "
-                              "(single mode)")
+                              "(single mode: likelihood or guided choice; group mode: a regular expression, with "
+                              "vLLM)")
     max_new_tokens: int = Field(16, ge=1, description="answer budget when the judge generates freely; in group mode "
                                 "per response")
     reference: bool | None = Field(None, description="judge against the reference solution (True), without it "
@@ -120,6 +121,11 @@ def render_group_prompt(template: Template, items: list[JudgeInput]) -> str:
     )
 
 
+def group_pattern(num_steps: list[int]) -> str:
+    """The regular expression of a well-formed group reply: `response_<i>: <n>` per response, n in -1..K_i-1."""
+    return "\\n".join(f"response_{j}: (?:{'|'.join(str(k) for k in range(-1, n))})" for j, n in enumerate(num_steps))
+
+
 class LLMJudge(Judge):
     def __init__(self, engine: Callable[[], Backend], options: LLMJudgeOptions | None = None):
         super().__init__(engine)
@@ -139,7 +145,9 @@ class LLMJudge(Judge):
 
     @property
     def constrained(self) -> bool:
-        return self.options.constrained and self.options.mode == "single" and self.backend.supports_choice
+        if self.options.mode == "group":
+            return self.options.constrained and self.backend.supports_pattern
+        return self.options.constrained and self.backend.supports_choice
 
     @property
     def grouped(self) -> bool:
@@ -183,8 +191,9 @@ class LLMJudge(Judge):
     def group_session(self, items: list[JudgeInput]) -> Session:
         prompt = render_group_prompt(self.template_for(items[0]), items)
         budget = self.max_new_tokens * len(items) + 8
-        result = yield Request([{"role": "user", "content": prompt}], SamplingParams(n=1, temperature=0.0,
-                                                                                     max_new_tokens=budget))
+        pattern = group_pattern([len(item.steps) for item in items]) if self.constrained else None
+        result = yield Request([{"role": "user", "content": prompt}],
+                               SamplingParams(n=1, temperature=0.0, max_new_tokens=budget), pattern=pattern)
         if isinstance(result, RequestError):
             return [Verdict.failed(result) for _ in items]
         raw = result.completions[0].text if result.completions else None
