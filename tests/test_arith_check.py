@@ -15,6 +15,8 @@ from sgpo_data.segmenters import get_segmenter
     "12 * 3 = 36", "$1,200 + $300 = $1,500.", "20% of 50 = 10", "5 apples + 3 apples = 8 apples", "2 dozen = 24",
     "1/3 = 0.33", "5 × 7 = 35 stickers", "x = 5", "3 + 4 = 7 * 2 = 14", "2 * 3 + 1 = 6 + 1 = 7", "12 ÷ 4 = 3",
     "(3 + 4) * 2 = 14", "0.1 + 0.2 = 0.3", "\\( 3 \\times 4 = 12 \\)", "So, 3 * 4 = 12, and 12 + 1 = 13", "The answer is 42.",
+    # algebra, not arithmetic: the numbers are not the terms (ProcessBench's correct solutions hold such lines)
+    "x^2 - 3 = 8", "2x + 3 = 7", "a_3 + 2 = 9", "\\frac{1}{2} + 3 = 4", "$3^2 + 4^2 = 5^2$", "f(2) + 1 = 5", "f(2 + 1) = 4",
 ])
 def test_true_equations_and_statements_pass(step):
     assert false_equations(step) == []
@@ -28,6 +30,8 @@ def test_true_equations_and_statements_pass(step):
     ("3 + 4 = 7\n2 + 1 = 4", ["2 + 1 = 4"]),
     ("1/3 = 0.34", ["1/3 = 0.34"]),
     ("25% of 80 = 25", ["25/100*80 = 25"]),
+    ("The 3rd box: 3 + 4 = 8", ["3 + 4 = 8"]),
+    ("x = 2 + 3 = 6", ["2 + 3 = 6"]),
 ])
 def test_false_equations_are_found(step, wrong):
     assert false_equations(step) == wrong

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -99,3 +100,6 @@ def test_backend_requests(tmp_path):
             assert c["num_tokens"] == len(c["token_ids"]) == len(c["logprobs"]) and c["finish_reason"] in ("stop", "length")
     assert len(set(probe["prompt_tokens"])) == 1 and probe["prompt_tokens"][0] > 10
     assert probe["same_seed_same_tokens"]
+    pattern, text = probe["pattern"]
+    assert re.fullmatch(pattern, text)  # a group judge's reply, shaped by the regular expression
+    assert "five" in probe["continued"].lower()  # a partial assistant turn is continued, not answered anew

@@ -16,11 +16,18 @@ if __name__ == "__main__":  # vLLM starts worker processes: the guard is require
     results = backend.run(requests, max_in_flight=4)
     again = backend.run([Request(capital, SamplingParams(n=3, temperature=1.0, max_new_tokens=16), seed=0)])[0]
     too_long = results.pop(2)
+    pattern = "response_0: (?:-1|0|1)\\nresponse_1: (?:-1|0)"
+    shaped = backend.run([Request(capital, SamplingParams(n=1, temperature=1.0, max_new_tokens=24), pattern=pattern)])[0]
+    prefix = [{"role": "user", "content": "Count from one to ten in words."},
+              {"role": "assistant", "content": "one, two, three, four,"}]
+    continued = backend.run([Request(prefix, SamplingParams(n=1, temperature=0.0, max_new_tokens=6))])[0]
     print("PROBE " + json.dumps({
         "choice": choice,
         "too_long": [too_long.kind, too_long.message] if isinstance(too_long, RequestError) else repr(too_long),
         "samples": [[c.to_dict() for c in r.completions] for r in results],
         "prompt_tokens": [r.prompt_tokens for r in results],
+        "pattern": [pattern, shaped.completions[0].text],
+        "continued": continued.completions[0].text,
         "same_seed_same_tokens": [c.token_ids for c in again.completions] == [c.token_ids for c in results[0].completions],
     }), flush=True)
     backend.close()

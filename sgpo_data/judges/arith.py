@@ -2,7 +2,8 @@
 
 In each step, runs like `12 * 3 = 36`, chains (`3 + 4 = 7 * 2 = 14`), `$5`, `1,200`, `3/4`, `20% of 50`, `5 × 7`
 and units after numbers (`5 apples + 3 apples = 8 apples`) are read, line by line; every side is evaluated with
-exact fractions, and a side that is not plain arithmetic is skipped. In a chain a side may also match the first
+exact fractions, and a side that is not plain arithmetic is skipped. A run of arithmetic that touches algebra
+(`x^2 - 3 = 8`, `2x + 3 = 7`, `a_3`, `\frac{1}{2}`) is skipped whole: the numbers in it are not the terms. In a chain a side may also match the first
 number of the next (`3 + 4 = 7 * 2 = 14`, a common shorthand). Only an equation whose left side holds an
 operator is checked (`x = 5`, `2 dozen = 24` are statements, not calculations). A right side written as a
 rounded decimal (`1/3 = 0.33`) is compared at its own precision.
@@ -27,6 +28,10 @@ _PERCENT = re.compile(r"(\d(?:\.\d+)?)\s*%")
 _TIMES = re.compile(r"(?<=[\d)])\s*(?:×|x|times|\\times|\\cdot|·)\s*(?=[\d($])", re.IGNORECASE)
 _DIVIDE = re.compile(r"÷|\\div")
 _UNIT = re.compile(r"(?<=\d)\s*(?:[A-Za-z]+\b\.?)(?!\s*[\d(])")  # a word right after a number, not before one
+# Algebra, not arithmetic: a letter written onto a number (2x, 3n) and LaTeX structure (x^2, a_3, \frac{1}{2}).
+# They become a mark no arithmetic run may touch, so "x^2 - 3 = 8" is not read as "2 - 3 = 8".
+_ALGEBRA = re.compile(r"(?<=\d)[A-Za-z](?![A-Za-z])|[A-Za-z](?=[\d(])|[\^_{}\\]")
+_MARK = "\u00a7"
 _ARITHMETIC_RUN = re.compile(r"[\d\s.+\-*/()=]+")
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
@@ -59,7 +64,7 @@ def _normalise(text: str) -> str:
     text = _PERCENT_OF.sub(r"\1/100*", text)
     text = _PERCENT.sub(r"(\1/100)", text)
     text = _DIVIDE.sub("/", _TIMES.sub("*", text))
-    return _UNIT.sub("", text)
+    return _UNIT.sub("", _ALGEBRA.sub(_MARK, text))
 
 
 def _agrees(left: Fraction, right: Fraction, written: str) -> bool:
@@ -73,7 +78,11 @@ def false_equations(step: str) -> list[str]:
     """The equations of `step` that do not hold, as written after normalisation."""
     wrong = []
     for line in _normalise(step).splitlines():
-        for run in _ARITHMETIC_RUN.findall(line):
+        for match in _ARITHMETIC_RUN.finditer(line):
+            before, after = line[:match.start()].rstrip()[-1:], line[match.end():].lstrip()[:1]
+            if _MARK in (before, after):
+                continue  # part of an algebraic expression
+            run = match.group(0)
             sides = [side.strip().rstrip(".").strip() for side in run.split("=")]
             for left, right in zip(sides, sides[1:]):
                 if not re.search(r"\d\s*[-+*/]\s*[\d(]", left):
