@@ -102,8 +102,8 @@ def summary_table(stats: dict, stage: str, run: str, wall_s: float) -> Table:
             table.add_row(label, f"{stats[f'{engine}_prompt_tokens']:,} / {stats[f'{engine}_completion_tokens']:,}")
     usage = stats.get("usage", {}) if stage == "judge" else {k[6:]: v for k, v in stats.items() if k.startswith("judge_")}
     if "requests" in usage:
-        table.add_row("judge cost (calls / tokens / seconds)", f"{usage['requests']:,} / "
-                      f"{usage['prompt_tokens'] + usage['completion_tokens']:,} / {usage.get('seconds', 0):.1f}")
+        table.add_row("judge cost (calls / tokens / request-s)", f"{usage['requests']:,} / "
+                      f"{usage['prompt_tokens'] + usage['completion_tokens']:,} / {usage.get('request_seconds', 0):.1f}")
     found = stats.get("errors_found_by") or stats.get("judge_errors_found_by")
     if found:
         table.add_row("first errors found, by judge", ", ".join(f"{name} {n}" for name, n in found.items()))

@@ -49,8 +49,8 @@ STAT_MEANINGS = {  # score-manifest key -> meaning, in table order; keys not lis
     "generate_prompt_tokens": "policy prompt tokens, counted once per request (not once per sample)",
     "generate_completion_tokens": "policy completion tokens (the responses)",
     "judge_requests": "judge engine requests (a group request counts once; 0 for local judges: arith, labels, prm)",
-    "judge_seconds": "judge time summed over rows: each verdict's requests in flight, or its local work",
-    "judge_errors_found_by": "first errors found, by the judge that found them (a cascade's arith, then the LLM)",
+    "judge_request_seconds": "judge time summed over the rows: each verdict's requests in flight (concurrent ones "
+                             "overlap, so this exceeds the wall time), or its local work",
     "judge_prompt_tokens": "judge prompt tokens",
     "judge_completion_tokens": "judge completion tokens (0 when answers are scored by likelihood)",
 }
@@ -110,8 +110,8 @@ def format_value(value) -> str:
 
 def stat_rows(stats: dict) -> list[tuple[str, str, str]]:
     """(key, formatted value, meaning) for every scalar statistic; nested ones (distributions, ...) are left out."""
-    keys = [k for k in STAT_MEANINGS if k in stats]
-    keys += sorted(k for k in stats if k not in STAT_MEANINGS and not isinstance(stats[k], (dict, list)))
+    scalar = [k for k in stats if not isinstance(stats[k], (dict, list))]
+    keys = [k for k in STAT_MEANINGS if k in scalar] + sorted(k for k in scalar if k not in STAT_MEANINGS)
     return [(k, format_value(stats[k]), STAT_MEANINGS.get(k, "")) for k in keys]
 
 

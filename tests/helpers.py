@@ -5,6 +5,14 @@
 LLM_JUDGE = ["judge.name=llm", "judge.options={}"]
 
 
+TIMING_COLUMNS = ("judge_seconds",)  # how long a verdict took: the one column two identical runs need not share
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """Rows to compare across runs: every column but the measured times."""
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
 def tiny_overrides(num_problems: int = 3, num_samples: int = 2, max_new_tokens: int = 40) -> list[str]:
     """A real-model run small enough for the test suite: few prompts, short outputs, one prompt per shard, every
     wrong response judged by the LLM."""

@@ -9,13 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.fault_server import FaultServer
+from tests.helpers import without_timing
 from tests.test_faults import run
 
 STAGES = ("generate", "judge", "score", "export")
 
 
 def export_rows(out: Path) -> list[dict]:
-    return pq.read_table(out / "export" / "part-00000.parquet").to_pylist()
+    return without_timing(pq.read_table(out / "export" / "part-00000.parquet").to_pylist())
 
 
 @pytest.fixture(scope="module")

@@ -218,3 +218,49 @@ def test_group_replies_are_constrained_by_a_regular_expression_where_the_backend
     assert not regex.fullmatch(pattern, "response_0: 2")
     get_judge("llm", backend, {"mode": "group", "constrained": False}).judge(ITEMS[:2], groups=["p", "p"])
     assert backend.requests[2].pattern is None
+
+
+def write_generate_stage(root, rows: list[dict]) -> None:
+    """A finished generate stage of one shard holding `rows` (the other generate columns left empty)."""
+    import pyarrow as pa
+
+    from sgpo_data.config import Recipe
+    from sgpo_data.pipeline.folder import StageFolder
+    from sgpo_data.schema import GENERATE_SCHEMA
+
+    columns = {f.name: [row.get(f.name) for row in rows] for f in GENERATE_SCHEMA}
+    columns["generate_status"] = ["ok" if row.get("response") is not None else "error" for row in rows]
+    table = pa.table({name: pa.array(values, GENERATE_SCHEMA.field(name).type) for name, values in columns.items()})
+    folder = StageFolder(root, "generate")
+    folder.start({k: v for k, v in Recipe().model_dump().items() if k in ("data", "generate", "grader")}, "fp", 1)
+    folder.write_shard(0, table, "in-0", {})
+    folder.finish({0: "in-0"}, lambda markers: {})
+
+
+def test_the_judge_stage_honours_scope_and_records_each_rows_cost(tmp_path):
+    """arith (no engine) through the judge stage: all_negative_groups judges only the wrong rows of groups with
+    no right answer, the others say why they were left out; judged rows carry calls 0 and their seconds."""
+    from sgpo_data.config import load_recipe
+    from sgpo_data.pipeline import run_stage
+    from sgpo_data.run_reader import read_stage
+
+    def row(prompt, idx, response, correct):
+        return {"prompt_id": prompt, "problem": "p", "sample_idx": idx, "response": response, "is_correct": correct}
+
+    write_generate_stage(tmp_path, [
+        row("a", 0, "2 + 2 = 4\n\nThe answer is 4.", True), row("a", 1, "2 + 2 = 5\n\nThe answer is 5.", False),
+        row("b", 0, "1 + 1 = 2\n\n2 * 3 = 7", False), row("b", 1, None, None),
+    ])
+    for scope, judged in (("all_negative_groups", {"b0"}), ("wrong", {"a1", "b0"}), ("all", {"a0", "a1", "b0"})):
+        recipe = load_recipe(None, ["judge.name=arith", f"judge.scope={scope}"])
+        run_stage("judge", recipe, tmp_path, overwrite=True)
+        rows = {r["prompt_id"] + str(r["sample_idx"]): r for r in read_stage(tmp_path, "judge").to_pylist()}
+        assert {k for k, r in rows.items() if r["judge_status"] == "ok"} == judged
+        assert rows["b1"]["judge_status"] == "skipped_no_response"
+        if scope == "all_negative_groups":
+            assert rows["a1"]["judge_status"] == "skipped_scope" and rows["a0"]["judge_status"] == "skipped_correct"
+        for key in judged:
+            assert rows[key]["judge_model"] == "arith" and rows[key]["judge_calls"] == 0
+            assert rows[key]["judge_seconds"] >= 0 and rows[key]["judge_prompt_tokens"] is None
+    assert rows["b0"]["first_error_step"] == 1 and rows["a1"]["first_error_step"] == 0
+    assert rows["a0"]["first_error_step"] == -1

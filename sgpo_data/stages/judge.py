@@ -166,7 +166,7 @@ class _JudgeJob(ShardJob):
                  else sum(v.calls for v in engine),
                  "prompt_tokens": sum(v.prompt_tokens for v in engine),
                  "completion_tokens": sum(v.completion_tokens or 0 for v in engine),
-                 "seconds": round(sum(v.seconds for v in self.verdicts.values()), 3)}
+                 "request_seconds": round(sum(v.seconds for v in self.verdicts.values()), 3)}
         name = self.stage.judge_name()
         found: dict[str, int] = {}
         for v in self.verdicts.values():
