@@ -1,0 +1,1 @@
+"""The SGPO reward inside other trainers: TRL's GRPOTrainer (`integrations.trl`)."""
