@@ -1,1 +1,1 @@
-"""The SGPO reward inside other trainers: TRL's GRPOTrainer (`integrations.trl`)."""
+"""The SGPO reward inside other trainers: TRL's GRPOTrainer (`integrations.trl`), verl (`integrations.verl`)."""
