@@ -15,15 +15,25 @@ arguments; one scorer is kept per distinct set of them.
 
 from __future__ import annotations
 
+import atexit
 import json
-from functools import lru_cache
 
 from sgpo_data.integrations.reward import SGPOReward
 
+_SCORERS: dict[str, SGPOReward] = {}
 
-@lru_cache(maxsize=8)
+
 def _scorer(options: str) -> SGPOReward:
-    return SGPOReward(**json.loads(options))
+    if options not in _SCORERS:
+        _SCORERS[options] = SGPOReward(**json.loads(options))
+    return _SCORERS[options]
+
+
+@atexit.register
+def close() -> None:
+    """Close the scorers (their judge engines and grader workers); called at exit."""
+    while _SCORERS:
+        _SCORERS.popitem()[1].close()
 
 
 def compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos=None, **reward_kwargs) -> list[float]:
