@@ -14,7 +14,7 @@ from sgpo_data.judges.llm_judge import render_group_prompt, load_template
 from sgpo_data.judges.parse import parse_group
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.schema import JudgeStatus
-from sgpo_data.stages.judge import _in_scope
+from sgpo_data.judges.base import in_scope
 
 
 class Recorder(BatchBackend):
@@ -189,9 +189,9 @@ def test_scope_selects_wrong_rows_all_negative_groups_or_every_answered_row():
     answered = np.array([True, True, True, True, False, True])
     correct = np.array([True, False, False, False, False, False])
     groups = ["a", "a", "b", "b", "b", "c"]
-    assert _in_scope("wrong", answered, correct, groups).tolist() == [False, True, True, True, False, True]
-    assert _in_scope("all_negative_groups", answered, correct, groups).tolist() == [False, False, True, True, False, True]
-    assert _in_scope("all", answered, correct, groups).tolist() == [True, True, True, True, False, True]
+    assert in_scope("wrong", answered, correct, groups).tolist() == [False, True, True, True, False, True]
+    assert in_scope("all_negative_groups", answered, correct, groups).tolist() == [False, False, True, True, False, True]
+    assert in_scope("all", answered, correct, groups).tolist() == [True, True, True, True, False, True]
 
 
 @pytest.mark.parametrize("name, kind", [("oracle", "judge"), ("chapters", "segmenter")])

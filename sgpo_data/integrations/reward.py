@@ -25,6 +25,7 @@ import pyarrow as pa
 from sgpo_data.config import JudgeConfig, ScoreConfig, validate_options
 from sgpo_data.graders import get_grader
 from sgpo_data.judges import JudgeInput, Verdict, get_judge
+from sgpo_data.judges.base import in_scope
 from sgpo_data.schema import JudgeStatus
 from sgpo_data.scoring import score_table
 from sgpo_data.segmenters import get_segmenter
@@ -86,10 +87,9 @@ class SGPOReward:
         solutions, prompts = solutions or [None] * n, prompts or [None] * n
         correct = [g.is_correct is True for g in self.grader.grade(texts, answers)]
         steps = [self.segmenter.split(t) for t in texts]
-        scope = self.judge_config.scope
         negative = set(groups) - {g for g, c in zip(groups, correct) if c}
-        judged = [i for i, c in enumerate(correct)
-                  if scope == "all" or (not c and (scope == "wrong" or groups[i] in negative))]
+        judged = in_scope(self.judge_config.scope, np.ones(n, dtype=bool), np.array(correct, dtype=bool),
+                          groups).nonzero()[0].tolist()
         items = [JudgeInput(problems[i], solutions[i], steps[i], answers[i], prompts[i]) for i in judged]
         verdicts: list = [None] * n
         found = self.judge.judge(items, self.judge_config.max_in_flight, [groups[i] for i in judged]) if items else []

@@ -15,6 +15,8 @@ from abc import ABC
 from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from sgpo_data.backends.base import Backend, Feed, Request, Result
 from sgpo_data.errors import SgpoError, ServiceError
 from sgpo_data.outcomes import RequestError
@@ -69,6 +71,18 @@ class Task:
     completion_tokens: int = 0
 
 
+def in_scope(scope: str, answered: np.ndarray, correct: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Rows to judge under `judge.scope`: answered and wrong (`wrong`); answered, wrong and in a group with no
+    right answer (`all_negative_groups`); or every answered one (`all`)."""
+    if scope == "all":
+        return answered.copy()
+    selected = answered & ~correct
+    if scope == "all_negative_groups":
+        solved = {g for g, c in zip(groups, correct) if c}
+        selected &= np.array([g not in solved for g in groups], dtype=bool)
+    return selected
+
+
 class Judge(ABC):
     """The engine is loaded at the first request, so a judge that decides everything locally never loads one."""
 
@@ -106,7 +120,7 @@ class Judge(ABC):
             start = time.perf_counter()
             verdict = self.decide(item)
             if verdict is not None and not verdict.seconds:
-                verdict = _with(verdict, seconds=time.perf_counter() - start)
+                verdict = replace(verdict, seconds=time.perf_counter() - start)
             verdicts.append(verdict)
         return verdicts
 
@@ -139,7 +153,8 @@ class Judge(ABC):
         verdicts: list[Verdict | ServiceError | None] = self.decide_many(items)
         asked = {i: items[i] for i, v in enumerate(verdicts) if v is None}
         if asked:
-            sessions = Sessions(self.tasks(asked, {i: (groups or list(range(len(items))))[i] for i in asked}))
+            groups = groups or range(len(items))  # by default every item is a group of its own
+            sessions = Sessions(self.tasks(asked, {i: groups[i] for i in asked}))
             first = sessions.start()
             feed, fatal = Feed.of(first), None
             for request, result in self.backend.stream(feed, max_in_flight or max(1, sum(r.sequences for r in first))):
@@ -200,7 +215,7 @@ class Sessions:
         for position, (row, verdict) in enumerate(zip(task.rows, verdicts)):
             if task.calls:  # usage shared out: row 0 takes the remainder, so the rows sum to the task's usage
                 share = lambda total: total // n + (total % n if position == 0 else 0)  # noqa: E731
-                verdict = _with(verdict, calls=task.calls, seconds=task.seconds,
+                verdict = replace(verdict, calls=task.calls, seconds=task.seconds,
                                 prompt_tokens=share(task.prompt_tokens), completion_tokens=share(task.completion_tokens))
             self.verdicts[row] = verdict
             self._new.append(row)
@@ -210,7 +225,3 @@ def _completion_tokens(result) -> int:
     if hasattr(result, "completions"):
         return sum(c.num_tokens for c in result.completions)
     return getattr(result, "completion_tokens", 0) or 0
-
-
-def _with(verdict: Verdict, **changes) -> Verdict:
-    return replace(verdict, **changes)

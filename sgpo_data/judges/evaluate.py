@@ -134,6 +134,7 @@ def metrics(labels: list[int], verdicts: list[Verdict]) -> dict:
 
     acc_err = pct(sum(v.first_error_step == label for label, v in erroneous), len(erroneous))
     acc_cor = pct(sum(v.first_error_step == -1 for v in correct), len(correct))
+    parse_failures = sum(v.status == JudgeStatus.PARSE_ERROR for v in verdicts)
     f1 = None
     if acc_err is not None and acc_cor is not None:
         f1 = round(2 * acc_err * acc_cor / (acc_err + acc_cor), 2) if acc_err + acc_cor else 0.0
@@ -149,8 +150,8 @@ def metrics(labels: list[int], verdicts: list[Verdict]) -> dict:
         "items": len(labels), "erroneous": len(erroneous), "correct": len(correct),
         "acc_erroneous": acc_err, "acc_correct": acc_cor, "f1": f1,
         "erroneous_predictions": positions, "correct_predictions": on_correct,
-        "parse_failures": sum(v.status == JudgeStatus.PARSE_ERROR for v in verdicts),
-        "parse_failure_rate": round(sum(v.status == JudgeStatus.PARSE_ERROR for v in verdicts) / max(1, len(verdicts)), 4),
+        "parse_failures": parse_failures,
+        "parse_failure_rate": round(parse_failures / max(1, len(verdicts)), 4),
         "request_errors": sum(v.status == JudgeStatus.ERROR for v in verdicts),
         "calls": sum(v.calls for v in verdicts),
         "prompt_tokens": sum(v.prompt_tokens or 0 for v in verdicts),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -170,15 +169,14 @@ class LLMJudge(Judge):
         return Request(self.conversation(item), SamplingParams(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens))
 
     def verdict(self, item: JudgeInput, result: Result) -> Verdict:
+        """The parsed answer; its usage is added by `Sessions`, which counts every request's."""
         if isinstance(result, RequestError):
             return Verdict.failed(result)
         if isinstance(result, Choice):
-            raw, completion_tokens = str(result.index - 1), result.completion_tokens  # choices are -1..K-1
+            raw = str(result.index - 1)  # choices are -1..K-1
         else:
             raw = result.completions[0].text if result.completions else None
-            completion_tokens = sum(c.num_tokens for c in result.completions)
-        return replace(parse_first_error(raw, len(item.steps)), prompt_tokens=result.prompt_tokens,
-                       completion_tokens=completion_tokens)
+        return parse_first_error(raw, len(item.steps))
 
     def tasks(self, items: Mapping[Hashable, JudgeInput], groups: Mapping[Hashable, Hashable]) -> list[Task]:
         if not self.grouped:

@@ -20,7 +20,7 @@ from sgpo_data.backends import BACKENDS
 from sgpo_data.config import identity
 from sgpo_data.errors import SgpoError
 from sgpo_data.judges import JUDGES, JudgeInput, Verdict, get_judge, judge_for
-from sgpo_data.judges.base import Sessions
+from sgpo_data.judges.base import Sessions, in_scope
 from sgpo_data.prompts import conversation
 from sgpo_data.pipeline.cache import CallCache, request_key
 from sgpo_data.pipeline.folder import add_counts
@@ -121,9 +121,11 @@ class _JudgeJob(ShardJob):
         responses = table["response"].to_pylist()
         self.steps = [stage.segmenter.split(text) if text is not None else [] for text in responses]
         self.answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
-        correct = np.array([c is True for c in table["is_correct"].to_pylist()], dtype=bool)
+        graded = table["is_correct"].to_pylist()
+        correct = np.array([c is True for c in graded], dtype=bool)
+        self.wrong = np.array([c is False for c in graded], dtype=bool)
         self.groups = table["prompt_id"].to_pylist()
-        self.selected = _in_scope(stage.recipe.judge.scope, self.answered, correct, self.groups)
+        self.selected = in_scope(stage.recipe.judge.scope, self.answered, correct, self.groups)
         self.items = _items(table, self.steps, self.selected, judge.columns, stage.recipe.generate)
         members: dict[str, list[int]] = {}
         for i in self.items:
@@ -173,27 +175,12 @@ class _JudgeJob(ShardJob):
             if v.first_error_step is not None and v.first_error_step >= 0:
                 found[v.judge or name] = found.get(v.judge or name, 0) + 1
         skipped = np.where(self.answered, JudgeStatus.SKIPPED_CORRECT, JudgeStatus.SKIPPED_NO_RESPONSE)
-        skipped[self.answered & ~self.selected & _wrong(self.table)] = JudgeStatus.SKIPPED_SCOPE
+        skipped[self.answered & ~self.selected & self.wrong] = JudgeStatus.SKIPPED_SCOPE
         table = _with_verdicts(self.table, self.steps, self.verdicts, skipped, name)
         return ShardOutput(table, {"usage": usage, "errors_found_by": found})
 
     def close(self) -> None:
         self.cache.close()
-
-
-def _wrong(table: pa.Table) -> np.ndarray:
-    return np.array([c is False for c in table["is_correct"].to_pylist()], dtype=bool)
-
-
-def _in_scope(scope: str, answered: np.ndarray, correct: np.ndarray, groups: list[str]) -> np.ndarray:
-    """Rows to judge: answered and wrong; answered, wrong and in a group with no right answer; or answered."""
-    if scope == "all":
-        return answered.copy()
-    selected = answered & ~correct
-    if scope == "all_negative_groups":
-        solved = {g for g, c in zip(groups, correct) if c}
-        selected &= np.array([g not in solved for g in groups], dtype=bool)
-    return selected
 
 
 def _items(table: pa.Table, steps, selected: np.ndarray, columns: tuple[str, ...], generate) -> dict[int, JudgeInput]:
