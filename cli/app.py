@@ -120,7 +120,7 @@ def export(
     recipe: RecipeOpt = None,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
-    format: Annotated[Optional[list[str]], typer.Option("--format", help="view to export (repeatable): flat, grouped, trl, verl, stepwise")] = None,
+    format: Annotated[Optional[list[str]], typer.Option("--format", help="view to export (repeatable): flat, grouped, prompts, trl, verl, stepwise; the first is the default config")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option(help="upload RUN/export to this Hub dataset repo (owner/name)")] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="visibility of a repo that push creates")] = True,
     revision: Annotated[Optional[str], typer.Option(help="branch to push to (created if missing)")] = None,

@@ -38,10 +38,15 @@ _SIZE_BUCKETS = [  # the Hub's size_categories, by upper bound
 VIEW_DOCS = {
     "flat": "every contract column, one row per rollout",
     "grouped": "one row per prompt; responses, rewards and advantages as lists",
-    "trl": "prompt / completion / advantage / reward, for a policy-gradient trainer (TRL)",
-    "verl": "data_source, prompt (chat messages), ability, reward_model, extra_info with the SGPO fields (verl)",
-    "stepwise": "TRL stepwise supervision: prompt, completions (the steps), labels (true before the first "
-                "error): process-reward-model data labelled by the judge",
+    "prompts": "one row per prompt for online trainers (TRL's GRPOTrainer with sgpo_data's SGPOReward, or its "
+               "accuracy_reward): prompt (chat messages), solution (reference answer), reference_solution, pass_rate",
+    "trl": "prompt / completion / advantage / reward, one row per rollout, for an offline policy-gradient trainer "
+           "(`sgpo-data train`); the chat style leaves out responses cut at the token limit",
+    "verl": "verl's RL parquet, one row per prompt: data_source, prompt (chat messages), ability, reward_model "
+            "(ground_truth), extra_info (problem, reference_solution); score with sgpo_data.integrations.verl",
+    "stepwise": "stepwise supervision for process reward models: prompt, completions (the steps), labels (true "
+                "before the first error), separators (the whitespace between steps); read by TRL's PRMTrainer "
+                "(TRL < 1.16) and PRM fine-tuning scripts",
 }
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
 
@@ -51,6 +56,7 @@ def size_category(num_rows: int) -> str:
 
 
 def _configs(views: dict[str, list[str]]) -> list[dict]:
+    """One config per view, the first the default (what `load_dataset(repo)` loads without a config name)."""
     if not views:
         raise SgpoError("render_card needs at least one exported view (e.g. {'flat': ['train', 'test']})")
     configs = []
@@ -58,7 +64,7 @@ def _configs(views: dict[str, list[str]]) -> list[dict]:
         if not splits or "/" in view:
             raise SgpoError(f"render_card: view {view!r} needs a plain name and at least one split, got {splits!r}")
         files = [{"split": s, "path": f"{view}/{s}-*.parquet"} for s in splits]
-        configs.append({"config_name": view, "data_files": files})
+        configs.append({"config_name": view, "data_files": files, **({"default": True} if not configs else {})})
     return configs
 
 
@@ -74,10 +80,11 @@ def render_card(
     license: str = "apache-2.0",
     num_rows: int | None = None,
     export_counts: dict | None = None,
+    language: list[str] | None = None,
 ) -> str:
     """The README.md of the dataset: Hub YAML metadata, then the Markdown description of the run.
 
-    `views` maps each exported view to its splits (`{view}/{split}-*.parquet` in the repo); `plots` maps a
+    `repo_id` (owner/name, known at push time) titles the card and its loading snippet; `views` maps each exported view to its splits (`{view}/{split}-*.parquet` in the repo); `plots` maps a
     plot's stem (see `report.PLOTS`) to its path relative to the card; `num_rows` (default: the run's
     scored rollouts) picks the size category; `export_counts` (the export stage's counters) adds how many rows
     in error were left out of the views. Raises SgpoError when the run is incomplete or the card would
@@ -89,6 +96,7 @@ def render_card(
     rows = manifests["score"]["rows"] if num_rows is None else num_rows
     front = {
         "license": license,
+        "language": list(language or ["en"]),
         "pretty_name": repo_id.split("/")[-1] if repo_id else "SGPO dataset",
         "task_categories": TASK_CATEGORIES,
         "tags": TAGS,
@@ -112,6 +120,7 @@ def render_card(
         first_view=next(iter(views)),
         rows=rows,
         left_out=(export_counts or {}).get("rows_in_error_left_out", 0),
+        truncated_left_out=(export_counts or {}).get("truncated_left_out_of_chat_views", 0),
         summary=config_summary(manifests, table),
         stage_configs={s: _yaml_block(m["config"]) for s, m in manifests.items()},
         reward_formula=reward_formula(manifests["score"]["config"].get("score", {})),
@@ -133,3 +142,21 @@ def card_metadata(card_text: str) -> dict:
     if match is None:
         raise SgpoError("dataset card: no YAML front matter (a '---' block at the very top)")
     return yaml.safe_load(match.group(1))
+
+
+def render_for_push(export_folder: str | Path, repo_id: str) -> str | None:
+    """The card of an export folder rendered again with the repo id it is pushed to (title, pretty_name,
+    loading snippet); None when the folder is not the `export/` of a run (then the card is pushed as it is)."""
+    from sgpo_data.run_reader import StageFiles
+
+    folder = Path(export_folder)
+    export = StageFiles(folder.parent, "export")
+    if folder.name != "export" or not export.is_complete():
+        return None
+    manifest = export.manifest()
+    counts = manifest["statistics"]["export"]
+    config = manifest["config"]["export"]
+    plots = {stem: f"plots/{stem}.png" for stem in PLOTS if (folder / "plots" / f"{stem}.png").is_file()}
+    views = {view: list(splits) for view, splits in counts["views"].items()}
+    return render_card(folder.parent, views, plots, repo_id=repo_id, license=config["license"],
+                       export_counts=counts, language=config.get("language"))

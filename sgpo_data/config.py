@@ -98,7 +98,7 @@ class GraderConfig(_Strict):
 
 
 class JudgeConfig(_Strict):
-    name: str = Field("llm", description="judge name: llm, arith, cascade, prm, mc, labels (see docs/ARCHITECTURE.md)")
+    name: str = Field("llm", description="judge name: llm, arith, cascade, prm, mc, labels, noisy (see docs/ARCHITECTURE.md)")
     options: dict = Field({}, description="the judge's own options (llm: constrained, max_new_tokens, reference, mode, "
                           "template, template_noref; cascade: judges, options; ...)")
     backend: str = Field("transformers", description="engine of an LLM judge: transformers, openai or vllm (mc "
@@ -148,11 +148,13 @@ class ExportConfig(_Strict):
     formats: list[Literal["parquet", "hf"]] = Field(
         ["parquet", "hf"], description="Parquet files per view and split, and/or a DatasetDict per view saved to disk"
     )
-    views: list[Literal["flat", "grouped", "trl", "verl", "stepwise"]] = Field(
-        ["flat", "grouped", "trl", "verl", "stepwise"],
-        description="flat: every column; grouped: one row per prompt; trl: prompt/completion/advantage; "
-        "verl: verl's RL parquet; stepwise: TRL stepwise supervision (PRM data from the judge)",
+    views: list[Literal["flat", "grouped", "prompts", "trl", "verl", "stepwise"]] = Field(
+        ["flat", "grouped", "prompts", "trl", "verl", "stepwise"],
+        description="flat: every column; grouped: one row per prompt; prompts: one row per prompt for online "
+        "trainers (TRL GRPOTrainer); trl: prompt/completion/advantage; verl: verl's RL parquet, one row per prompt; "
+        "stepwise: stepwise supervision (PRM data from the judge). The first is the card's default config",
     )
+    language: list[str] = Field(["en"], description="the data's languages (ISO 639-1) in the dataset card")
     conversational: bool = Field(True, description="trl view: chat messages (True) or plain text prompt/completion")
     test_size: float = Field(0.0, ge=0.0, lt=1.0, description="share of prompts in the test split (0: train only)")
     split_seed: int = 0

@@ -43,3 +43,26 @@ def tiny_model(path):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def arithmetic_view(view: str, folder, num_problems: int = 4, min_steps: int = 2, max_steps: int = 3,
+                    seed: int = 0) -> str:
+    """A one-row-per-prompt view (`prompts`, `verl`) of embedded arithmetic problems with the demo's chat prompt,
+    written as `sgpo-data export` writes it; returns the Parquet path. Two rollouts per problem, one right."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sgpo_data.config import load_recipe
+    from sgpo_data.data import generate_arithmetic
+    from sgpo_data.export import get_view
+    from sgpo_data.prompts import conversation
+
+    rows = [{**p, "sample_idx": s, "is_correct": s == 0}
+            for p in generate_arithmetic(num_problems, min_steps, max_steps, seed) for s in range(2)]
+    generate = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml").generate
+    table = get_view(view).build(pa.Table.from_pylist(rows), [conversation(generate, r["problem"]) for r in rows])
+    path = Path(folder) / f"{view}.parquet"
+    pq.write_table(table, path)
+    return str(path)

@@ -19,7 +19,7 @@ from sgpo_data.stages import run_all
 from tests.helpers import tiny_overrides
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
-VIEWS = ["flat", "grouped", "trl", "verl", "stepwise"]
+VIEWS = ["flat", "grouped", "prompts", "trl", "verl", "stepwise"]
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,17 @@ def test_trl_and_verl_views_carry_the_prompt_the_policy_saw(exported):
         assert row["prompt"][-1]["role"] == "user" and source["problem"] in row["prompt"][-1]["content"]
         assert row["completion"] == [{"role": "assistant", "content": source["response"]}]
         assert row["advantage"] == source["advantage"]
-    verl = pq.read_table(exported / "export" / "verl" / "train-00000-of-00001.parquet").to_pylist()[0]
-    assert verl["reward_model"]["style"] == "rule" and verl["ability"] == "math"
-    assert verl["reward_model"]["ground_truth"] == flat[(verl["extra_info"]["prompt_id"], verl["extra_info"]["sample_idx"])]["reference_answer"]
+    by_prompt = {r["prompt_id"]: r for r in flat.values()}
+    verl = pq.read_table(exported / "export" / "verl" / "train-00000-of-00001.parquet").to_pylist()
+    prompts = pq.read_table(exported / "export" / "prompts" / "train-00000-of-00001.parquet").to_pylist()
+    assert [r["extra_info"]["prompt_id"] for r in verl] == [r["prompt_id"] for r in prompts]
+    assert len(prompts) == len(by_prompt)  # one row per prompt
+    for v, p in zip(verl, prompts):
+        source = by_prompt[p["prompt_id"]]
+        assert v["reward_model"] == {"style": "rule", "ground_truth": source["reference_answer"]} and v["ability"] == "math"
+        assert v["extra_info"]["reference_solution"] == p["reference_solution"] == source["reference_solution"]
+        assert p["solution"] == source["reference_answer"] and v["prompt"] == p["prompt"]
+        assert p["prompt"][-1]["role"] == "user" and source["problem"] in p["prompt"][-1]["content"]
 
 
 def test_stepwise_labels_agree_with_first_error_step(exported):
@@ -71,10 +79,26 @@ def test_stepwise_labels_agree_with_first_error_step(exported):
     assert stepwise
     for row in stepwise:
         source = flat[(row["prompt_id"], row["sample_idx"])]
-        k = source["first_error_step"]
+        k = -1 if source["first_error_step"] is None else source["first_error_step"]  # None: a right answer, unjudged
         k = len(source["steps"]) - 1 if k == -1 and not source["is_correct"] else k
         expected = [True] * len(source["steps"]) if k == -1 else [i < k for i in range(len(source["steps"]))]
         assert row["labels"] == expected and len(row["completions"]) == len(source["steps"])
+        seps = row["separators"]
+        assert seps[0] + "".join(c + s for c, s in zip(row["completions"], seps[1:])) == "".join(source["steps"])
+    kept = {(r["prompt_id"], r["sample_idx"]) for r in stepwise}
+    assert all(key in kept for key, r in flat.items() if r["is_correct"] and r["steps"])  # right answers: all True
+
+
+def test_the_export_folder_loads_by_default_config_and_by_view_name(exported, tmp_path):
+    from datasets import load_dataset
+
+    stats = StageFiles(exported, "export").manifest()["statistics"]["export"]
+    folder = str(exported / "export")
+    default = load_dataset(folder, cache_dir=str(tmp_path / "default"))
+    assert {split: default[split].num_rows for split in default} == stats["views"]["flat"]
+    for view in VIEWS:
+        loaded = load_dataset(folder, view, cache_dir=str(tmp_path / view))
+        assert {split: loaded[split].num_rows for split in loaded} == stats["views"][view]
 
 
 def test_card_yaml_parses_and_its_statistics_equal_the_manifest(exported):
@@ -130,7 +154,13 @@ def test_push_uploads_card_recipe_views_and_plots(exported, tmp_path, monkeypatc
         (tmp_path / path).write_bytes(payload)
     back = load_dataset("parquet", data_files=str(tmp_path / "stepwise" / "train-00000-of-00001.parquet"), split="train")
     assert back.column_names[:3] == ["prompt", "completions", "labels"] or {"prompt", "completions", "labels"} <= set(back.column_names)
-    assert card_metadata((tmp_path / "README.md").read_text())["configs"]
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard((tmp_path / "README.md").read_text())  # the pushed card is the repo's, by its id
+    assert card.data.pretty_name == "sgpo-demo" and card.data.language == ["en"]
+    assert [c.get("default") for c in card.data.configs] == [True] + [None] * (len(VIEWS) - 1)
+    assert "\n# my-org/sgpo-demo\n" in card.text and 'load_dataset("my-org/sgpo-demo")' in card.text
+    assert 'load_dataset("my-org/sgpo-demo", "stepwise")' in card.text and "path/to/export" not in card.text
 
 
 def test_push_refuses_before_uploading(exported, monkeypatch):

@@ -61,19 +61,20 @@ EXPECTED = {
     "flat": [(f.name, f.type) for f in SCORE_SCHEMA],
     "grouped": [("prompt_id", STR), ("problem", STR), ("reference_solution", STR), ("reference_answer", STR),
                 ("data_source", STR), ("prompt", MESSAGES), ("sample_idxs", pa.list_(I32)),
-                ("responses", pa.list_(STR)), ("is_correct", pa.list_(BOOL)), ("rewards", pa.list_(F32)),
-                ("rewards_outcome", pa.list_(F32)), ("advantages", pa.list_(F32)),
+                ("responses", pa.list_(STR)), ("finish_reasons", pa.list_(STR)), ("is_correct", pa.list_(BOOL)),
+                ("rewards", pa.list_(F32)), ("rewards_outcome", pa.list_(F32)), ("advantages", pa.list_(F32)),
                 ("advantages_grpo", pa.list_(F32)), ("first_error_steps", pa.list_(I32)),
                 ("group_all_negative", BOOL)],
-    "trl": [("prompt_id", STR), ("sample_idx", I32), ("prompt", STR), ("completion", STR), *SCORES, *BEHAVIOUR],
+    "prompts": [("prompt_id", STR), ("prompt", MESSAGES), ("problem", STR), ("solution", STR),
+                ("reference_solution", STR), ("data_source", STR), ("pass_rate", F32)],
+    "trl": [("prompt_id", STR), ("sample_idx", I32), ("prompt", STR), ("completion", STR), ("finish_reason", STR),
+            *SCORES, *BEHAVIOUR],
     "verl": [("data_source", STR), ("prompt", MESSAGES), ("ability", STR),
              ("reward_model", pa.struct([("style", STR), ("ground_truth", STR)])),
-             ("extra_info", pa.struct([("index", pa.int64()), ("prompt_id", STR), ("sample_idx", I32),
-                                       ("response", STR), ("reward", F32), ("reward_outcome", F32),
-                                       ("advantage", F32), ("advantage_grpo", F32), ("rts", F32),
-                                       ("first_error_step", I32), ("is_correct", BOOL)]))],
+             ("extra_info", pa.struct([("index", pa.int64()), ("prompt_id", STR), ("problem", STR),
+                                       ("reference_solution", STR), ("pass_rate", F32)]))],
     "stepwise": [("prompt_id", STR), ("sample_idx", I32), ("prompt", STR), ("completions", pa.list_(STR)),
-                 ("labels", pa.list_(BOOL))],
+                 ("labels", pa.list_(BOOL)), ("separators", pa.list_(STR))],
 }
 
 
@@ -135,19 +136,58 @@ def test_trl_plain_and_conversational_styles():
         assert c["prompt"] == messages
         assert c["completion"] == [{"role": "assistant", "content": source["response"]}]
         assert p["advantage"] == c["advantage"] == source["advantage"]
+        assert p["finish_reason"] == c["finish_reason"] == "stop"
     assert types(get_view("trl", conversational=True).build(table, prompts))[2:4] == [
         ("prompt", MESSAGES), ("completion", MESSAGES)]
 
 
-def test_verl_reward_model_and_extra_info():
+def test_chat_style_trl_view_leaves_out_responses_cut_at_the_token_limit_and_counts_them():
+    rows = scored_rows()
+    for row in rows[:5]:
+        row["finish_reason"] = "length"
+    table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
+    chat = get_view("trl", conversational=True)
+    built = chat.build(table, prompts_for(table))
+    assert chat.left_out == 5 and built.num_rows == 7
+    assert set(built["finish_reason"].to_pylist()) == {"stop"}
+    plain = get_view("trl").build(table, prompts_for(table))  # plain text: nothing renders a chat, all kept
+    assert plain["finish_reason"].to_pylist().count("length") == 5
+
+
+def by_prompt(table: pa.Table) -> dict[str, list[dict]]:
+    """Rows by prompt, prompts in order of first appearance, rows by sample_idx (a group's scalars are its first's)."""
+    groups: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        groups.setdefault(row["prompt_id"], []).append(row)
+    return {p: sorted(rows, key=lambda r: r["sample_idx"]) for p, rows in groups.items()}
+
+
+def test_prompts_view_one_row_per_prompt_with_solution_and_pass_rate():
+    table = scored(n_prompts=4, g=5, seed=3)
+    prompts = prompts_for(table)
+    view = get_view("prompts").build(table, prompts).to_pylist()
+    groups = by_prompt(table)
+    assert [r["prompt_id"] for r in view] == list(groups)
+    for row in view:
+        mine = groups[row["prompt_id"]]
+        assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": mine[0]["problem"]}]
+        assert row["solution"] == (mine[0]["reference_answer"] or "")  # p1 has no reference answer
+        assert row["reference_solution"] == mine[0]["reference_solution"]
+        assert row["pass_rate"] == pytest.approx(sum(r["is_correct"] for r in mine) / 5)
+
+
+def test_verl_view_one_row_per_prompt_with_ground_truth_and_extra_info():
     table = scored()
     view = get_view("verl").build(table, prompts_for(table)).to_pylist()
-    for i, (source, row) in enumerate(zip(table.to_pylist(), view)):
+    groups = by_prompt(table)
+    assert [r["extra_info"]["prompt_id"] for r in view] == list(groups)
+    for i, row in enumerate(view):
+        first = groups[row["extra_info"]["prompt_id"]][0]
         assert row["ability"] == "math" and row["data_source"] == "synthetic"
-        assert row["reward_model"] == {"style": "rule", "ground_truth": source["reference_answer"] or ""}
+        assert row["reward_model"] == {"style": "rule", "ground_truth": first["reference_answer"] or ""}
         assert row["extra_info"]["index"] == i
-        assert row["extra_info"]["first_error_step"] == source["first_error_step"]
-        assert row["extra_info"]["advantage"] == source["advantage"]
+        assert row["extra_info"]["problem"] == first["problem"]
+        assert row["extra_info"]["reference_solution"] == first["reference_solution"]
 
 
 def expected_labels(n_steps: int, k: int, correct: bool) -> list[bool]:
@@ -171,25 +211,33 @@ def test_stepwise_labels_agree_with_first_error_step_row_by_row(spec):
              "is_correct": r["correct"], "first_error_step": r["k"]} for i, r in enumerate(spec)]
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
     view = get_view("stepwise").build(table, prompts_for(table)).to_pylist()
-    kept = [i for i, r in enumerate(spec) if r["status"] == "ok" and r["k"] is not None
-            and len(r["steps"]) > 0 and -1 <= r["k"] < len(r["steps"])]
+    judged = [r["status"] == "ok" and r["k"] is not None and -1 <= r["k"] < len(r["steps"]) for r in spec]
+    unjudged_right = [r["status"] != "ok" and r["correct"] is True for r in spec]
+    kept = [i for i, r in enumerate(spec) if len(r["steps"]) > 0 and (judged[i] or unjudged_right[i])]
     assert [row["sample_idx"] for row in view] == kept
     for row in view:
         r = spec[row["sample_idx"]]
         assert row["completions"] == [s.strip() for s in r["steps"]]
-        assert row["labels"] == expected_labels(len(r["steps"]), r["k"], r["correct"] is True)
+        k = r["k"] if judged[row["sample_idx"]] else -1
+        assert row["labels"] == expected_labels(len(r["steps"]), k, r["correct"] is True)
+        seps = row["separators"]  # the whitespace between steps: the segmented text comes back exactly
+        assert len(seps) == len(r["steps"]) + 1
+        assert seps[0] + "".join(c + s for c, s in zip(row["completions"], seps[1:])) == "".join(r["steps"])
 
 
-def test_stepwise_conventions_for_no_error_found():
+def test_stepwise_conventions_for_no_error_found_and_unjudged_correct_responses():
     base = scored_rows(1, 1)[0]
     rows = [{**base, "sample_idx": 0, "steps": ["a", "b", "c"], "is_correct": False, "first_error_step": -1},
             {**base, "sample_idx": 1, "steps": ["a", "b", "c"], "is_correct": True, "first_error_step": -1},
             {**base, "sample_idx": 2, "steps": ["a", "b", "c"], "is_correct": False, "first_error_step": 1},
-            {**base, "sample_idx": 3, "steps": ["a"], "is_correct": True, "judge_status": "skipped_correct",
+            {**base, "sample_idx": 3, "steps": ["a", "b"], "is_correct": True, "judge_status": "skipped_correct",
+             "first_error_step": None},
+            {**base, "sample_idx": 4, "steps": ["a"], "is_correct": False, "judge_status": "skipped_scope",
              "first_error_step": None}]
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
     view = get_view("stepwise").build(table, prompts_for(table)).to_pylist()
-    assert [r["labels"] for r in view] == [[True, True, False], [True, True, True], [True, False, False]]
+    assert [r["labels"] for r in view] == [[True, True, False], [True, True, True], [True, False, False], [True, True]]
+    assert any(all(r["labels"]) for r in view)  # correct responses give all-True examples
 
 
 def test_view_needing_the_judge_stage_names_it():

@@ -264,3 +264,31 @@ def test_the_judge_stage_honours_scope_and_records_each_rows_cost(tmp_path):
             assert rows[key]["judge_seconds"] >= 0 and rows[key]["judge_prompt_tokens"] is None
     assert rows["b0"]["first_error_step"] == 1 and rows["a1"]["first_error_step"] == 0
     assert rows["a0"]["first_error_step"] == -1
+
+
+def test_noisy_judge_replaces_first_errors_with_probability_p_and_the_same_rows_every_time():
+    items = [JudgeInput(f"q{i}", None, [f"{i} + 1 = {i + 1}.", f"{i} * 2 = {2 * i + 1}.", "a", "b", "The answer is 0."])
+             for i in range(400)]
+    exact = [v.first_error_step for v in get_judge("arith").judge(items)]
+    assert set(exact) == {1}
+    assert [v.first_error_step for v in get_judge("noisy", None, {"judge": "arith", "p": 0.0}).judge(items)] == exact
+    always = get_judge("noisy", None, {"judge": "arith", "p": 1.0, "seed": 3}).judge(items)
+    assert all(0 <= v.first_error_step < 5 for v in always)
+    assert 0.7 < np.mean([v.first_error_step != 1 for v in always]) < 0.9  # uniform over 5 steps: 4/5 move
+    half = get_judge("noisy", None, {"judge": "arith", "p": 0.5, "seed": 3}).judge(items)
+    moved = [v.first_error_step != 1 for v in half]
+    assert 0.3 < np.mean(moved) < 0.5  # 0.5 * 4/5 = 0.4
+    assert all("[noisy p=0.5" in v.raw for v, m in zip(half, moved) if m)
+    again = get_judge("noisy", None, {"judge": "arith", "p": 0.5, "seed": 3}).judge(items[::-1])[::-1]
+    assert [v.first_error_step for v in again] == [v.first_error_step for v in half]  # by row, not by order
+    other = get_judge("noisy", None, {"judge": "arith", "p": 0.5, "seed": 4}).judge(items)
+    assert [v.first_error_step for v in other] != [v.first_error_step for v in half]
+
+
+def test_bad_noisy_judges_name_the_key():
+    with pytest.raises(SgpoError, match=r"judge.options.judge: unknown judge 'nope'"):
+        get_judge("noisy", None, {"judge": "nope"})
+    with pytest.raises(SgpoError, match="cannot wrap another noisy judge"):
+        get_judge("noisy", None, {"judge": "noisy"})
+    with pytest.raises(SgpoError, match=r"judge.options.p"):
+        get_judge("noisy", None, {"p": 1.5})

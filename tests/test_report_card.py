@@ -155,14 +155,22 @@ def test_card_front_matter_is_hub_metadata(run):
     assert meta["task_categories"] == ["reinforcement-learning", "text-generation"]
     assert meta["tags"] == ["sgpo", "grpo", "reasoning", "math", "process-supervision"]
     assert meta["size_categories"] == ["n<1K"]
+    assert meta["language"] == ["en"]
     assert meta["configs"] == [
         {"config_name": "flat", "data_files": [{"split": "train", "path": "flat/train-*.parquet"},
-                                               {"split": "test", "path": "flat/test-*.parquet"}]},
+                                               {"split": "test", "path": "flat/test-*.parquet"}], "default": True},
         {"config_name": "stepwise", "data_files": [{"split": "train", "path": "stepwise/train-*.parquet"}]},
     ]
-    assert 'load_dataset("someone/sgpo-tiny", "flat")' in text
-    hub = pytest.importorskip("huggingface_hub")
-    assert hub.DatasetCard(text).data.to_dict()["configs"] == meta["configs"]
+    assert "\n# someone/sgpo-tiny\n" in text
+    assert 'load_dataset("someone/sgpo-tiny")  # the default config, `flat`' in text
+    assert 'stepwise = load_dataset("someone/sgpo-tiny", "stepwise")' in text
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    card = DatasetCard(text)
+    assert isinstance(card.data, DatasetCardData)
+    assert card.data.to_dict()["configs"] == meta["configs"]
+    assert card.data.pretty_name == "sgpo-tiny" and card.data.language == ["en"] and card.data.license == "mit"
+    assert DatasetCardData(**card.data.to_dict()).to_dict() == card.data.to_dict()
 
 
 def test_size_category_uses_the_hub_buckets(run):
@@ -191,7 +199,8 @@ def test_card_statistics_equal_the_manifest(which, request):
 def test_card_without_plots_or_views(run):
     text = render_card(run, {"trl": ["train"]}, None)
     assert "## Plots" not in text and "![" not in text
-    assert 'data_files={"train": "trl/train-*.parquet"}' in text
+    assert 'load_dataset("path/to/export")  # this folder; the default config, `trl`' in text
+    assert card_metadata(text)["configs"][0]["default"] is True
     with pytest.raises(SgpoError, match="at least one exported view"):
         render_card(run, {}, None)
     with pytest.raises(SgpoError, match="at least one split"):

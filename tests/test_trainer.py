@@ -147,6 +147,26 @@ def test_bad_training_data(tiny, tmp_path):
     assert trainer.data.counts["overlong_truncated"] == 1 and max(e.length for e in trainer.examples) == 64
 
 
+def test_end_of_turn_closes_only_responses_the_policy_ended_itself(tiny, tmp_path):
+    """Without generated token ids the response is re-tokenised: a response that stopped gets the end-of-turn
+    token it generated, one cut at the token limit gets none, and without finish_reason nothing is added."""
+    from transformers import AutoTokenizer
+
+    from sgpo_data.train.data import load_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    path = toy_dataset(tmp_path / "ends.parquet", [("Q", "Done. The answer is 4.", 1.0), ("Q", "Still going and", -1.0),
+                                                    ("Q", "No reason known", 0.5)])
+    table = pq.read_table(path)
+    pq.write_table(table.append_column("finish_reason", pa.array(["stop", "length", None])), path)
+    data = load_examples(path, tokenizer, "sgpo", 1024, "skip")
+    eos = tokenizer.eos_token_id
+    stopped, cut, unknown = data.examples
+    assert stopped.response_ids[-1] == eos and stopped.response_ids[:-1] == tokenizer("Done. The answer is 4.", add_special_tokens=False).input_ids
+    assert eos not in cut.response_ids and eos not in unknown.response_ids
+    assert data.counts["end_of_turn_appended"] == 1
+
+
 def test_a_tokenizer_without_chat_template_is_refused(tiny, tmp_path):
     import shutil as sh
 

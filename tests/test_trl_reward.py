@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sgpo_data.integrations.trl import SGPOReward
+from tests.helpers import arithmetic_view
 
 PROMPT = [{"role": "user", "content": "Ann has 3 pens and buys 4 more, then doubles them. How many pens?"}]
 OTHER = [{"role": "user", "content": "Bo has 10 cards and gives away 4. How many cards?"}]
@@ -40,20 +41,16 @@ def test_an_all_negative_group_gets_a_reward_spread_from_the_first_errors():
 
 @pytest.mark.slow
 def test_two_grpo_steps_in_trl_with_the_sgpo_reward_and_with_a_0_1_reward(tmp_path):
-    """TRL's GRPOTrainer on CPU with the shipped SmolLM2: with SGPO's reward, all-negative groups get a reward
-    spread (reward std > 0); with the plain 0/1 reward they do not."""
-    from datasets import Dataset
+    """TRL's GRPOTrainer on CPU with the shipped SmolLM2, fed the exported `prompts` view: with SGPO's reward,
+    all-negative groups get a reward spread (reward std > 0); with the plain 0/1 reward they do not."""
+    from datasets import load_dataset
     from trl import GRPOConfig, GRPOTrainer
 
     from sgpo_data.backends.models import resolve_model
-    from sgpo_data.data import generate_arithmetic
 
-    problems = generate_arithmetic(num_problems=4, min_steps=3, max_steps=4, seed=3)
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p["problem"] + "\n\nSolve step by step, one "
-                                           "step per paragraph, and finish with \"The answer is <number>.\""}],
-                               "solution": p["reference_answer"], "reference_solution": p["reference_solution"],
-                               "problem": p["problem"]}
-                              for p in problems])
+    path = arithmetic_view("prompts", tmp_path, num_problems=4, min_steps=3, max_steps=4, seed=3)
+    data = load_dataset("parquet", data_files=path, split="train", cache_dir=str(tmp_path / "cache"))
+    assert {"prompt", "solution", "reference_solution", "problem"} <= set(data.column_names)
     sgpo = SGPOReward(judge="arith")
     seen = []
 

@@ -98,6 +98,11 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
     check_repo_id(repo_id)
     token = resolve_token(token)
     files = upload_files(folder)
+    from sgpo_data.card import render_for_push
+
+    card = render_for_push(folder, repo_id)  # titled and loaded by the repo id it now has
+    if card is not None:
+        (folder / "README.md").write_text(card)
     api = api or HfApi()
     try:
         api.create_repo(repo_id, token=token, private=private, repo_type="dataset", exist_ok=True)

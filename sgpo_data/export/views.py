@@ -105,9 +105,38 @@ class FlatView(View):
 
 
 GROUP_SCALARS = ["prompt_id", "problem", "reference_solution", "reference_answer", "data_source"]
-GROUP_LISTS = {"sample_idxs": "sample_idx", "responses": "response", "is_correct": "is_correct",
-               "rewards": "reward", "rewards_outcome": "reward_outcome", "advantages": "advantage",
-               "advantages_grpo": "advantage_grpo", "first_error_steps": "first_error_step"}
+GROUP_LISTS = {"sample_idxs": "sample_idx", "responses": "response", "finish_reasons": "finish_reason",
+               "is_correct": "is_correct", "rewards": "reward", "rewards_outcome": "reward_outcome",
+               "advantages": "advantage", "advantages_grpo": "advantage_grpo", "first_error_steps": "first_error_step"}
+
+
+class Groups:
+    """The rows sorted by (group in order of first appearance, sample_idx): `rows`, `order` (their row numbers in
+    the table), `offsets` (where each group starts in `rows`, plus the end) and `heads` (each group's first row)."""
+
+    def __init__(self, table: pa.Table, where: str):
+        codes = group_codes(table, where)
+        self.num_rows = table.num_rows
+        self.order = pc.sort_indices(pa.table({"g": codes, "s": _col(table, "sample_idx")}),
+                                     [("g", "ascending"), ("s", "ascending")])
+        self.rows = table.take(self.order)
+        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(codes))]).astype(np.int32)
+        self.heads = pa.array(self.offsets[:-1])
+
+    def first(self, name: str) -> pa.Array:
+        return _col(self.rows, name).take(self.heads)
+
+    def lists(self, name: str) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(self.offsets), _col(self.rows, name))
+
+    def pass_rate(self) -> pa.Array:
+        """Share of each group's responses that are correct (ungradable counts as wrong)."""
+        correct = pc.fill_null(_col(self.rows, "is_correct"), False).to_numpy(zero_copy_only=False)
+        sums = np.add.reduceat(correct.astype(np.float64), self.offsets[:-1]) if len(correct) else np.zeros(0)
+        return pa.array((sums / np.diff(self.offsets)).astype(np.float32))
+
+    def messages(self, prompts: list) -> pa.ListArray:
+        return messages_array(prompts, self.num_rows).take(self.order).take(self.heads)
 
 
 @VIEWS.register("grouped")
@@ -118,19 +147,35 @@ class GroupedView(View):
     needs = (*GROUP_SCALARS, *GROUP_LISTS.values(), "group_all_negative")
 
     def _build(self, table, prompts):
-        messages = messages_array(prompts, table.num_rows)
-        codes = group_codes(table, "export view 'grouped'")
-        order = pc.sort_indices(pa.table({"g": codes, "s": _col(table, "sample_idx")}),
-                                [("g", "ascending"), ("s", "ascending")])
-        rows = table.take(order)
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(codes))]).astype(np.int32)
-        heads = pa.array(offsets[:-1])
-        out = {c: _col(rows, c).take(heads) for c in GROUP_SCALARS}
-        out["prompt"] = messages.take(order).take(heads)
-        for name, column in GROUP_LISTS.items():
-            out[name] = pa.ListArray.from_arrays(pa.array(offsets), _col(rows, column))
-        out["group_all_negative"] = _col(rows, "group_all_negative").take(heads)
+        groups = Groups(table, "export view 'grouped'")
+        out = {c: groups.first(c) for c in GROUP_SCALARS}
+        out["prompt"] = groups.messages(prompts)
+        out.update({name: groups.lists(column) for name, column in GROUP_LISTS.items()})
+        out["group_all_negative"] = groups.first("group_all_negative")
         return pa.table(out)
+
+
+@VIEWS.register("prompts")
+class PromptsView(View):
+    """One row per prompt, for online trainers (TRL's GRPOTrainer, verl) that sample their own completions:
+    the chat prompt, the reference answer as `solution` (the column TRL's `accuracy_reward` and `SGPOReward`
+    read; "" when missing), the reference solution for the judge, and how the run's policy did on it."""
+
+    name = "prompts"
+    needs = ("prompt_id", "sample_idx", "problem", "reference_solution", "reference_answer", "data_source",
+             "is_correct")
+
+    def _build(self, table, prompts):
+        groups = Groups(table, "export view 'prompts'")
+        return pa.table({
+            "prompt_id": groups.first("prompt_id"),
+            "prompt": groups.messages(prompts),
+            "problem": groups.first("problem"),
+            "solution": pc.fill_null(groups.first("reference_answer"), ""),
+            "reference_solution": groups.first("reference_solution"),
+            "data_source": pc.fill_null(groups.first("data_source"), "unknown"),
+            "pass_rate": groups.pass_rate(),
+        })
 
 
 TRL_SCORES = ["advantage", "advantage_grpo", "reward", "reward_outcome"]
@@ -146,55 +191,65 @@ def _assistant_messages(response: pa.Array) -> pa.ListArray:
 
 @VIEWS.register("trl")
 class TrlView(View):
-    """TRL's prompt-completion format plus the scores. `conversational=False`: prompt is the user message's
-    text, completion the response; `True`: prompt is the message list, completion one assistant message."""
+    """TRL's prompt-completion format plus the scores and `finish_reason`. `conversational=False`: prompt is the
+    user message's text, completion the response; `True`: prompt is the message list, completion one assistant
+    message. A chat template closes every assistant message with its end-of-turn token, which a response cut
+    at the token limit never produced, so the conversational style leaves such rows out (`left_out` counts
+    them; the plain style and the `flat` view keep them)."""
 
     name = "trl"
-    needs = ("prompt_id", "sample_idx", "response", *TRL_SCORES)
+    needs = ("prompt_id", "sample_idx", "response", "finish_reason", *TRL_SCORES)
 
     def __init__(self, conversational: bool = False):
         self.conversational = conversational
+        self.left_out = 0
 
     def _build(self, table, prompts):
+        messages_array(prompts, table.num_rows)  # same checks in both styles
+        if self.conversational:
+            cut = pc.fill_null(pc.equal(_col(table, "finish_reason"), "length"), False)
+            keep = np.flatnonzero(~cut.to_numpy(zero_copy_only=False))
+            self.left_out += table.num_rows - len(keep)
+            table, prompts = table.take(keep), [prompts[i] for i in keep]
         response = _col(table, "response")
         if self.conversational:
             prompt, completion = messages_array(prompts, table.num_rows), _assistant_messages(response)
         else:
-            messages_array(prompts, table.num_rows)  # same checks in both styles
             prompt, completion = user_texts(prompts), response
         out = {"prompt_id": _col(table, "prompt_id"), "sample_idx": _col(table, "sample_idx"),
-               "prompt": prompt, "completion": completion}
+               "prompt": prompt, "completion": completion, "finish_reason": _col(table, "finish_reason")}
         out.update({c: _col(table, c) for c in TRL_SCORES + BEHAVIOUR_COLUMNS if c in table.column_names})
         return pa.table(out)
 
 
-VERL_EXTRA = ["prompt_id", "sample_idx", "response", "reward", "reward_outcome", "advantage", "advantage_grpo",
-              "rts", "first_error_step", "is_correct"]
-
-
 @VIEWS.register("verl")
 class VerlView(View):
-    """verl's RL parquet layout (data_source, prompt, ability, reward_model, extra_info), one row per rollout.
+    """verl's RL parquet layout (data_source, prompt, ability, reward_model, extra_info), one row per prompt:
+    verl samples its own responses and scores them with `sgpo_data.integrations.verl.compute_score`, which
+    takes any data_source and reads problem, reference_solution and prompt_id from extra_info.
 
-    ground_truth is the reference answer ("" when missing); a null data_source becomes "unknown", as in
-    the score statistics. The SGPO fields ride in extra_info, with `index` the row number."""
+    ground_truth is the reference answer ("" when missing); a null data_source becomes "unknown", as in the
+    score statistics; extra_info's `index` is the row number and `pass_rate` the run's share of right answers."""
 
     name = "verl"
-    needs = ("data_source", "reference_answer", *VERL_EXTRA)
+    needs = ("prompt_id", "sample_idx", "problem", "reference_solution", "reference_answer", "data_source",
+             "is_correct")
 
     def __init__(self, ability: str = "math"):
         self.ability = ability
 
     def _build(self, table, prompts):
-        n = table.num_rows
+        groups = Groups(table, "export view 'verl'")
+        n = len(groups.heads)
         reward_model = pa.StructArray.from_arrays(
-            [pa.repeat("rule", n), pc.fill_null(_col(table, "reference_answer"), "")], names=["style", "ground_truth"])
+            [pa.repeat("rule", n), pc.fill_null(groups.first("reference_answer"), "")], names=["style", "ground_truth"])
         extra_info = pa.StructArray.from_arrays(
-            [pa.array(np.arange(n, dtype=np.int64))] + [_col(table, c) for c in VERL_EXTRA],
-            names=["index", *VERL_EXTRA])
+            [pa.array(np.arange(n, dtype=np.int64)), groups.first("prompt_id"), groups.first("problem"),
+             groups.first("reference_solution"), groups.pass_rate()],
+            names=["index", "prompt_id", "problem", "reference_solution", "pass_rate"])
         return pa.table({
-            "data_source": pc.fill_null(_col(table, "data_source"), "unknown"),
-            "prompt": messages_array(prompts, n),
+            "data_source": pc.fill_null(groups.first("data_source"), "unknown"),
+            "prompt": groups.messages(prompts),
             "ability": pa.repeat(self.ability, n),
             "reward_model": reward_model,
             "extra_info": extra_info,
@@ -203,16 +258,20 @@ class VerlView(View):
 
 @VIEWS.register("stepwise")
 class StepwiseView(View):
-    """TRL's stepwise-supervision format (prompt, completions = steps, labels), i.e. PRM training data.
+    """Stepwise supervision (prompt, completions = steps, labels): process-reward-model data labelled by the judge,
+    in the format of TRL's PRMTrainer (TRL < 1.16) and of PRM fine-tuning scripts that read those three columns.
 
-    Kept rows: judge_status 'ok' with a first_error_step in -1..K-1 and K > 0 steps; every other row
-    (skipped_correct, parse_error, error, out-of-range verdicts) is left out. Label of step j is True
-    before the first error k and False from it on. When the judge found no error (k = -1), a correct
-    response is all True; a wrong one (is_correct False or null, as in scoring) has its final step as
-    the error, so all True but the last. Steps are stripped of surrounding whitespace."""
+    Kept rows: a judged row (judge_status 'ok') with a first_error_step in -1..K-1, and a correct response the
+    judge did not look at (skipped_correct, skipped_scope), all of them with K > 0 steps; rows the judge failed
+    on are left out. Label of step j is True before the first error k and False from it on. A correct response
+    is all True unless the judge (scope `all`) put an error in it; a wrong one where the judge found none
+    (k = -1) has its final step as the error, as in scoring. `completions` are the steps without the whitespace
+    around them; `separators` (K + 1 strings) is that whitespace, so
+    separators[0] + completions[0] + separators[1] + ... + completions[K-1] + separators[K] is the segmented text."""
 
     name = "stepwise"
     needs = ("prompt_id", "sample_idx", "is_correct", "steps", "first_error_step", "judge_status")
+    _SPLIT = r"(?s)^(?P<lead>\s*)(?P<core>.*?)(?P<trail>\s*)$"
 
     def _build(self, table, prompts):
         messages_array(prompts, table.num_rows)
@@ -221,14 +280,29 @@ class StepwiseView(View):
         offsets = steps.offsets.to_numpy() - steps.offsets[0].as_py()
         parent = np.repeat(np.arange(len(keep)), np.diff(offsets))
         position = np.arange(len(parent)) - offsets[parent]
-        offsets = pa.array(offsets.astype(np.int32))
+        parts = pc.extract_regex(steps.flatten(), self._SPLIT)
         return pa.table({
             "prompt_id": _col(table, "prompt_id").take(keep),
             "sample_idx": _col(table, "sample_idx").take(keep),
             "prompt": user_texts([prompts[i] for i in keep]),
-            "completions": pa.ListArray.from_arrays(offsets, pc.utf8_trim_whitespace(steps.flatten())),
-            "labels": pa.ListArray.from_arrays(offsets, pa.array(position < error_at[keep][parent])),
+            "completions": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), parts.field("core")),
+            "labels": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(position < error_at[keep][parent])),
+            "separators": self.separators(parts.field("lead"), parts.field("trail"), offsets),
         })
+
+    @staticmethod
+    def separators(lead: pa.Array, trail: pa.Array, offsets: np.ndarray) -> pa.ListArray:
+        """Per row [lead of step 0, trail of step j-1 + lead of step j ..., trail of step K-1]."""
+        n, k = len(lead), np.diff(offsets)
+        new_offsets = np.concatenate([[0], np.cumsum(k + 1)]).astype(np.int32)
+        row = np.repeat(np.arange(len(k)), k + 1)
+        p = np.arange(new_offsets[-1]) - new_offsets[row]
+        start, count = offsets[:-1][row], k[row]
+        mid = pc.binary_join_element_wise(trail[:-1], lead[1:], "") if n else pa.array([], pa.string())
+        # positions in concat(lead, mid, trail): lead at i, mid at n + i, trail at 2n - 1 + i
+        index = np.where(p == 0, start, np.where(p == count, 2 * n - 1 + start + count - 1, n + start + p - 1))
+        pool = pa.concat_arrays([lead.cast(pa.string()), mid.cast(pa.string()), trail.cast(pa.string())])
+        return pa.ListArray.from_arrays(pa.array(new_offsets), pool.take(pa.array(index.astype(np.int64))))
 
     @staticmethod
     def select(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -237,6 +311,6 @@ class StepwiseView(View):
         k = pc.fill_null(_col(table, "first_error_step"), -2).to_numpy(zero_copy_only=False).astype(np.int64)
         n = pc.fill_null(pc.list_value_length(_col(table, "steps")), 0).to_numpy(zero_copy_only=False)
         ok = pc.fill_null(pc.equal(_col(table, "judge_status"), JudgeStatus.OK), False).to_numpy(zero_copy_only=False)
-        keep = np.flatnonzero(ok & (n > 0) & (k >= -1) & (k < n))
-        error_at = np.where(k >= 0, k, np.where(correct, n, n - 1))
+        keep = np.flatnonzero((n > 0) & ((ok & (k >= -1) & (k < n)) | (correct & ~ok)))
+        error_at = np.where(ok & (k >= 0), k, np.where(correct, n, n - 1))
         return keep, error_at

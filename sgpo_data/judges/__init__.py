@@ -14,6 +14,7 @@ from sgpo_data.judges.cascade import CascadeOptions
 from sgpo_data.judges.labels import LabelsOptions
 from sgpo_data.judges.llm_judge import LLMJudgeOptions
 from sgpo_data.judges.mc import MCOptions
+from sgpo_data.judges.noisy import NoisyOptions
 from sgpo_data.judges.parse import parse_first_error
 from sgpo_data.judges.prm import PRMOptions
 from sgpo_data.registry import Registry
@@ -71,6 +72,17 @@ def _cascade(engine, options: CascadeOptions, policy=None) -> Judge:
             raise SgpoError(f"judge.options.judges: {name!r} needs an engine, so it can only be the last judge of a "
                             f"cascade; put the local checks (arith) first")
     return CascadeJudge(judges)
+
+
+@JUDGES.register("noisy", options=NoisyOptions)
+def _noisy(engine, options: NoisyOptions, policy=None) -> Judge:
+    from sgpo_data.judges.noisy import NoisyJudge
+
+    if options.judge == "noisy":
+        raise SgpoError("judge.options.judge: a noisy judge cannot wrap another noisy judge")
+    JUDGES.check(options.judge, "judge.options.judge")
+    inner = get_judge(options.judge, engine, options.options, "judge.options.options", policy)
+    return NoisyJudge(inner, options.p, options.seed)
 
 
 def get_judge(name: str, backend: Backend | Callable[[], Backend] | None = None, options: dict | None = None,

@@ -55,6 +55,7 @@ class ExportStage(Stage):
         failed = error_rows(table)
         counts = self._write_views(folder, table.filter(pa.array(~failed)), views)
         counts["rows_in_error_left_out"] = int(failed.sum())
+        counts["truncated_left_out_of_chat_views"] = sum(getattr(v, "left_out", 0) for v in views.values())
         if self.recipe.export.card:
             self._write_card(folder, table, {name: list(counts["splits"]) for name in views}, counts)
         self.advance(table.num_rows)
@@ -107,7 +108,7 @@ class ExportStage(Stage):
         plots = make_plots(scored, stats, folder / "plots")
         relative = {stem: f"plots/{path.name}" for stem, path in plots.items()}
         (folder / "README.md").write_text(render_card(self.run, views, relative, license=self.recipe.export.license,
-                                                      export_counts=counts))
+                                                      export_counts=counts, language=self.recipe.export.language))
 
 
 def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:

@@ -90,10 +90,11 @@ def load_examples(source: str, tokenizer, advantage: str, max_length: int, overl
     advantages = table[column].to_pylist()
     token_ids = table["response_token_ids"].to_pylist() if "response_token_ids" in table.column_names else None
     logprobs = table["response_logprobs"].to_pylist() if "response_logprobs" in table.column_names else None
+    finish = table["finish_reason"].to_pylist() if "finish_reason" in table.column_names else [None] * table.num_rows
     keys = [f"{p}#{s}" for p, s in zip(table["prompt_id"].to_pylist(), table["sample_idx"].to_pylist())] \
         if {"prompt_id", "sample_idx"} <= set(table.column_names) else [str(i) for i in range(table.num_rows)]
     counts = {"rows": table.num_rows, "zero_advantage_skipped": 0, "overlong_skipped": 0, "overlong_truncated": 0,
-              "logprobs_from_data": 0, "logprobs_from_initial_policy": 0}
+              "logprobs_from_data": 0, "logprobs_from_initial_policy": 0, "end_of_turn_appended": 0}
     examples = []
     for i, (messages, response) in enumerate(zip(_prompts(table, generate_config), _responses(table))):
         adv = float(advantages[i] or 0.0)
@@ -103,7 +104,8 @@ def load_examples(source: str, tokenizer, advantage: str, max_length: int, overl
         prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
         exact = token_ids is not None and token_ids[i] is not None
-        response_ids = list(token_ids[i]) if exact else tokenizer(response or "", add_special_tokens=False).input_ids
+        response_ids = list(token_ids[i]) if exact else retokenize(tokenizer, response, finish[i])
+        counts["end_of_turn_appended"] += int(not exact and finish[i] == "stop")
         old = logprobs[i] if exact and logprobs is not None and logprobs[i] is not None else None
         if old is not None and len(old) != len(response_ids):
             old = None
@@ -123,6 +125,14 @@ def load_examples(source: str, tokenizer, advantage: str, max_length: int, overl
                         f"{column}, {counts['overlong_skipped']} too long); all-zero advantages teach nothing")
     temperature = (generate_config or {}).get("generate", {}).get("sampling", {}).get("temperature")
     return TrainData(examples, counts, temperature, generate_config)
+
+
+def retokenize(tokenizer, response: str | None, finish_reason: str | None) -> list[int]:
+    """The response's tokens when the data has no generated ids: the text re-tokenised, closed by the end-of-turn
+    token only when the policy stopped by itself (finish_reason "stop"). A response cut at the token limit
+    ("length") never produced one; without a finish_reason nothing is appended."""
+    ids = tokenizer(response or "", add_special_tokens=False).input_ids
+    return ids + [tokenizer.eos_token_id] if finish_reason == "stop" and tokenizer.eos_token_id is not None else ids
 
 
 def length_grouped_batches(examples: list[Example], batch_size: int, seed: int) -> list[list[int]]:
