@@ -84,11 +84,12 @@ def render_card(
 ) -> str:
     """The README.md of the dataset: Hub YAML metadata, then the Markdown description of the run.
 
-    `repo_id` (owner/name, known at push time) titles the card and its loading snippet; `views` maps each exported view to its splits (`{view}/{split}-*.parquet` in the repo); `plots` maps a
-    plot's stem (see `report.PLOTS`) to its path relative to the card; `num_rows` (default: the run's
-    scored rollouts) picks the size category; `export_counts` (the export stage's counters) adds how many rows
-    in error were left out of the views. Raises SgpoError when the run is incomplete or the card would
-    contain a token-shaped string."""
+    `repo_id` (owner/name, known at push time) titles the card and its loading snippets; `views` maps each
+    exported view to its splits (`{view}/{split}-*.parquet` in the repo), the first being the default config;
+    `plots` maps a plot's stem (see `report.PLOTS`) to its path relative to the card; `num_rows` (default: the
+    run's scored rollouts) picks the size category; `export_counts` (the export stage's counters) adds how many
+    rows in error, and how many responses cut at the token limit, were left out of the views. Raises SgpoError
+    when the run is incomplete or the card would contain a token-shaped string."""
     import jinja2
 
     manifests = read_manifests(run)

@@ -375,5 +375,5 @@ def test_every_view_builds_on_a_real_run(pipeline_run):
     by_key = {(r["prompt_id"], r["sample_idx"]): r for r in table.to_pylist()}
     for row in stepwise:
         source = by_key[row["prompt_id"], row["sample_idx"]]
-        k = source["first_error_step"]
+        k = -1 if source["first_error_step"] is None else source["first_error_step"]  # None: a right answer, unjudged
         assert row["labels"] == expected_labels(len(source["steps"]), k, source["is_correct"] is True)

@@ -285,6 +285,16 @@ def test_noisy_judge_replaces_first_errors_with_probability_p_and_the_same_rows_
     assert [v.first_error_step for v in other] != [v.first_error_step for v in half]
 
 
+def test_noisy_judge_perturbs_an_engine_judge_after_its_requests():
+    backend = Recorder(lambda r: text_reply("response_0: 0\nresponse_1: 0", prompt_tokens=200))
+    verdicts = get_judge("noisy", backend, {"judge": "llm", "options": {"mode": "group"}, "p": 1.0, "seed": 1}).judge(
+        ITEMS, groups=["p", "p", "q"])
+    assert len(backend.requests) == 2  # the wrapped judge's requests, one per group
+    assert all(0 <= v.first_error_step < len(item.steps) for v, item in zip(verdicts[:2], ITEMS))
+    assert all("[noisy p=1.0" in v.raw and v.calls == 1 for v in verdicts[:2])
+    assert verdicts[2].status == JudgeStatus.PARSE_ERROR and "[noisy" not in (verdicts[2].raw or "")  # unusable: kept
+
+
 def test_bad_noisy_judges_name_the_key():
     with pytest.raises(SgpoError, match=r"judge.options.judge: unknown judge 'nope'"):
         get_judge("noisy", None, {"judge": "nope"})

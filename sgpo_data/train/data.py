@@ -105,7 +105,7 @@ def load_examples(source: str, tokenizer, advantage: str, max_length: int, overl
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
         exact = token_ids is not None and token_ids[i] is not None
         response_ids = list(token_ids[i]) if exact else retokenize(tokenizer, response, finish[i])
-        counts["end_of_turn_appended"] += int(not exact and finish[i] == "stop")
+        counts["end_of_turn_appended"] += int(not exact and finish[i] == "stop" and tokenizer.eos_token_id is not None)
         old = logprobs[i] if exact and logprobs is not None and logprobs[i] is not None else None
         if old is not None and len(old) != len(response_ids):
             old = None
