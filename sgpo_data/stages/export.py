@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from sgpo_data.export import apply_filters, get_view, split_by_prompt
+from sgpo_data.pipeline.folder import hash_json
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
 from sgpo_data.prompts import conversation, recorded_recipe
 from sgpo_data.run_reader import StageFiles, generate_config, read_manifests
@@ -86,10 +87,13 @@ class ExportStage(Stage):
                 for split, t in built.items():
                     pq.write_table(t, target / f"{split}-00000-of-00001.parquet")
             if "hf" in cfg.formats:
-                _save_hf(built, folder / "hf" / name)
+                _save_hf(built, folder / "hf" / name, hash_json([self._source_fingerprint(), cfg.model_dump(), name]))
         (folder / "recipe.yaml").write_text(yaml.safe_dump(self._recipe_of_run(), sort_keys=False))
         return {"filters": filtered, "rows_after_filters": kept.num_rows,
                 "splits": {split: part.num_rows for split, part in splits.items()}, "views": rows}
+
+    def _source_fingerprint(self) -> str:
+        return StageFiles(self.run, "score").output_fingerprint()
 
     def _recipe_of_run(self) -> dict:
         """The configuration every stage actually ran with, as one recipe."""
@@ -117,13 +121,16 @@ def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:
     return [conversation(generate, problem) for problem in table["problem"].to_pylist()]
 
 
-def _save_hf(splits: dict[str, pa.Table], target: Path) -> None:
+def _save_hf(splits: dict[str, pa.Table], target: Path, fingerprint: str) -> None:
+    """A DatasetDict saved to disk. The fingerprint is the view's identity (its source run, the export config and
+    the view), given so that `datasets` does not hash the whole table to make one."""
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
     disable_progress_bars()
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    DatasetDict({split: Dataset(t) for split, t in splits.items()}).save_to_disk(str(staging))
+    DatasetDict({split: Dataset(t, fingerprint=hash_json([fingerprint, split]))
+                 for split, t in splits.items()}).save_to_disk(str(staging))
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)
