@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.errors import SgpoError
 
-_CONTENT_RE = re.compile(r"\S")
 _LEADING_SPACE_RE = re.compile(r"\s*")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -103,10 +102,11 @@ class Segmenter(ABC):
         return self.segment(text).steps
 
     def _steps(self, text: str) -> list[str]:
-        content = [m.start() for m in _CONTENT_RE.finditer(text)]
-        if not content:
+        stripped = text.lstrip()  # str.strip and the regex class \s agree on what whitespace is (str.isspace)
+        if not stripped:
             return [text]
-        first, last = content[0], content[-1]  # a boundary needs content before it and at or after it
+        first, last = len(text) - len(stripped), len(text.rstrip()) - 1  # the first and last content characters
+        # a boundary needs content before it and at or after it
         cuts = sorted({b for b in self.boundaries(text) if first < b <= last})
         steps = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
         return self._shape(steps)
