@@ -281,12 +281,13 @@ class StepwiseView(View):
         parent = np.repeat(np.arange(len(keep)), np.diff(offsets))
         position = np.arange(len(parent)) - offsets[parent]
         parts = pc.extract_regex(steps.flatten(), self._SPLIT)
+        lists = pa.array(offsets.astype(np.int32))
         return pa.table({
             "prompt_id": _col(table, "prompt_id").take(keep),
             "sample_idx": _col(table, "sample_idx").take(keep),
             "prompt": user_texts([prompts[i] for i in keep]),
-            "completions": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), parts.field("core")),
-            "labels": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(position < error_at[keep][parent])),
+            "completions": pa.ListArray.from_arrays(lists, parts.field("core")),
+            "labels": pa.ListArray.from_arrays(lists, pa.array(position < error_at[keep][parent])),
             "separators": self.separators(parts.field("lead"), parts.field("trail"), offsets),
         })
 

@@ -8,9 +8,10 @@
 
 Both grade the response against `ground_truth` with the pipeline's grader, judge it if it is wrong, and return
 the SGPO reward (the same code as `SGPOReward`). verl 0.9's reward loop calls `compute_score` once per response,
-from several threads; the calls are serialised, and each is judged on its own. `extra_info` may carry `problem`, `reference_solution` and
-`prompt_id` (the `verl` view writes them); responses with the same `prompt_id` in a batch form a group (needed
-only for `judge.scope: all_negative_groups` and the judge's group mode). `reward_kwargs` are SGPOReward's
+from several threads; the calls are serialised, and each is judged on its own. `extra_info` may carry
+`problem`, `reference_solution` and `prompt_id` (the `verl` view writes them); responses with the same
+`prompt_id` in a batch form a group (needed only for `judge.scope: all_negative_groups` and the judge's group
+mode). `reward_kwargs` are SGPOReward's
 arguments; one scorer is kept per distinct set of them.
 """
 

@@ -77,6 +77,7 @@ class ExportStage(Stage):
         splits = split_by_prompt(kept, cfg.test_size, cfg.split_seed)
         prompts = {split: row_prompts(self.run, part) for split, part in splits.items()}
         rows: dict[str, dict[str, int]] = {}
+        source = hash_json([StageFiles(self.run, "score").output_fingerprint(), cfg.model_dump()])  # once, not per view
         for name, view in views.items():
             built = {split: view.build(part, prompts[split]) for split, part in splits.items()}
             rows[name] = {split: t.num_rows for split, t in built.items()}
@@ -87,13 +88,10 @@ class ExportStage(Stage):
                 for split, t in built.items():
                     pq.write_table(t, target / f"{split}-00000-of-00001.parquet")
             if "hf" in cfg.formats:
-                _save_hf(built, folder / "hf" / name, hash_json([self._source_fingerprint(), cfg.model_dump(), name]))
+                _save_hf(built, folder / "hf" / name, hash_json([source, name]))
         (folder / "recipe.yaml").write_text(yaml.safe_dump(self._recipe_of_run(), sort_keys=False))
         return {"filters": filtered, "rows_after_filters": kept.num_rows,
                 "splits": {split: part.num_rows for split, part in splits.items()}, "views": rows}
-
-    def _source_fingerprint(self) -> str:
-        return StageFiles(self.run, "score").output_fingerprint()
 
     def _recipe_of_run(self) -> dict:
         """The configuration every stage actually ran with, as one recipe."""

@@ -104,8 +104,8 @@ def load_examples(source: str, tokenizer, advantage: str, max_length: int, overl
         prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
         exact = token_ids is not None and token_ids[i] is not None
-        response_ids = list(token_ids[i]) if exact else retokenize(tokenizer, response, finish[i])
-        counts["end_of_turn_appended"] += int(not exact and finish[i] == "stop" and tokenizer.eos_token_id is not None)
+        response_ids, closed = (list(token_ids[i]), False) if exact else retokenize(tokenizer, response, finish[i])
+        counts["end_of_turn_appended"] += int(closed)
         old = logprobs[i] if exact and logprobs is not None and logprobs[i] is not None else None
         if old is not None and len(old) != len(response_ids):
             old = None
@@ -127,12 +127,14 @@ def load_examples(source: str, tokenizer, advantage: str, max_length: int, overl
     return TrainData(examples, counts, temperature, generate_config)
 
 
-def retokenize(tokenizer, response: str | None, finish_reason: str | None) -> list[int]:
+def retokenize(tokenizer, response: str | None, finish_reason: str | None) -> tuple[list[int], bool]:
     """The response's tokens when the data has no generated ids: the text re-tokenised, closed by the end-of-turn
     token only when the policy stopped by itself (finish_reason "stop"). A response cut at the token limit
-    ("length") never produced one; without a finish_reason nothing is appended."""
+    ("length") never produced one; without a finish_reason nothing is appended. Returns the ids and whether the
+    end-of-turn token was appended."""
     ids = tokenizer(response or "", add_special_tokens=False).input_ids
-    return ids + [tokenizer.eos_token_id] if finish_reason == "stop" and tokenizer.eos_token_id is not None else ids
+    close = finish_reason == "stop" and tokenizer.eos_token_id is not None
+    return (ids + [tokenizer.eos_token_id] if close else ids), close
 
 
 def length_grouped_batches(examples: list[Example], batch_size: int, seed: int) -> list[list[int]]:
