@@ -1,9 +1,10 @@
 import math
+import shutil
 
 import pytest
 
 from sgpo_data.backends import SamplingParams, get_backend
-from sgpo_data.backends.models import resolve_model
+from sgpo_data.backends.models import default_gguf, resolve_model
 from sgpo_data.errors import SgpoError
 
 CONVERSATIONS = [
@@ -62,3 +63,13 @@ def test_model_resolution_errors(tmp_path):
     with pytest.raises(SgpoError, match="not found"):
         resolve_model("./no/such/folder")
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == ("HuggingFaceTB/SmolLM2-135M-Instruct",) * 2
+
+
+@pytest.mark.slow
+def test_gguf_conversion_is_shared_by_every_copy_of_the_file(tmp_path):
+    # Keyed by content: a second virtual environment (a fresh clone, a CI run) reuses the conversion.
+    original = default_gguf()
+    copy = tmp_path / "elsewhere" / original.name
+    copy.parent.mkdir()
+    shutil.copyfile(original, copy)
+    assert resolve_model(str(copy))[0] == resolve_model(None)[0]

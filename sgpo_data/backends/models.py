@@ -57,8 +57,9 @@ def resolve_model(spec: str | None) -> tuple[str, str]:
 
 def convert_gguf(gguf: Path) -> Path:
     """Dequantise a GGUF checkpoint once into `cache_root()/models/<name>-<hash>` (safetensors + tokenizer)."""
-    stat = gguf.stat()
-    digest = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    # Keyed by content, not path: every virtual environment holding the same file shares one conversion.
+    with gguf.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:12]
     target = cache_root() / "models" / f"{gguf.stem}-{digest}"
     if (target / "config.json").is_file():
         return target
