@@ -115,8 +115,7 @@ print(steps.list.len().sum())
 """
 BARE_SCORE = """
 import sys, polars as pl
-df = pl.scan_parquet(sys.argv[1] + '/judge/part-*.parquet').select(
-    ['prompt_id', 'sample_idx', 'is_correct', 'first_error_step', 'steps']).collect()
+df = pl.scan_parquet(sys.argv[1] + '/judge/part-*.parquet').collect()  # every column: the stage writes them all
 k, n = pl.col('first_error_step'), pl.col('steps').list.len()
 df = df.with_columns(rts=pl.when(pl.col('is_correct')).then(None).otherwise(k.clip(0) / n))
 df = df.with_columns(reward=pl.when(pl.col('is_correct')).then(1.0).otherwise(1 / (1 + (-5 * (pl.col('rts') - 0.5)).exp())))

@@ -175,14 +175,16 @@ def _array(table: pa.Table, column: str, fill) -> np.ndarray:
 
 
 def make_plots(table: pa.Table, stats: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write the five PNGs of `PLOTS` into `out_dir`; returns file stem -> path."""
+    """Write the five PNGs of `PLOTS` into `out_dir`; returns file stem -> path. The table has is_correct, reward,
+    judge_status, first_error_step, and the steps or their number (`n_steps`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     correct = _array(table, "is_correct", False).astype(bool)  # ungradable counts as wrong, as in scoring
     reward = _array(table, "reward", np.nan).astype(float)
     status = pc.fill_null(table["judge_status"], "none").to_pylist()
     k = _array(table, "first_error_step", -2).astype(float)
-    n_steps = pc.fill_null(pc.list_value_length(table["steps"]), 0).to_numpy(zero_copy_only=False)
+    steps = table["n_steps"] if "n_steps" in table.column_names else pc.list_value_length(table["steps"])
+    n_steps = pc.fill_null(steps, 0).to_numpy(zero_copy_only=False)
     judged_wrong = (np.asarray(status) == "ok") & ~correct
     figures = {}
 

@@ -1,34 +1,58 @@
-"""Run statistics from whatever columns a stage's output has; they flow into manifests and summaries."""
+"""Run statistics, accumulated while a stage writes: each shard's output gives a *tally* (counters that add up
+across shards), and the manifest's statistics are computed from the sum of the tallies, so no stage reads its
+output back. Groups never span shards (a generate shard holds whole prompts), so group counts add up too.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sgpo_data.schema import JudgeStatus, SCORE_FIELDS
+from sgpo_data.schema import JudgeStatus
+
+
+def add_nested(tallies) -> dict:
+    """Tallies summed key by key: numbers add, lists of numbers add element-wise, dicts recurse."""
+    total: dict = {}
+    for tally in tallies:
+        for key, value in tally.items():
+            if key not in total:
+                total[key] = add_nested([value]) if isinstance(value, dict) else value
+            elif isinstance(value, dict):
+                total[key] = add_nested([total[key], value])
+            elif isinstance(value, list):
+                total[key] = [a + b for a, b in zip(total[key], value)]
+            else:
+                total[key] = total[key] + value
+    return total
 
 
 def _count(table: pa.Table, column: str, value: str) -> int:
     return int(pc.sum(pc.equal(table[column], value)).as_py() or 0)
 
 
-def summarize(table: pa.Table) -> dict:
-    if all(f.name in table.column_names for f in SCORE_FIELDS):
-        from sgpo_data.scoring import score_stats
-
-        return score_stats(table)
-    stats: dict = {"prompts": pc.count_distinct(table["prompt_id"]).as_py(), "responses": table.num_rows}
+def tally(table: pa.Table) -> dict:
+    """Counters of one shard's rows, from whatever columns the stage's output has."""
+    counts: dict = {"prompts": pc.count_distinct(table["prompt_id"]).as_py(), "responses": table.num_rows}
     if "is_correct" in table.column_names:
-        graded = table.num_rows - table["is_correct"].null_count
-        correct = int(pc.sum(table["is_correct"]).as_py() or 0)
-        stats.update(graded=graded, accuracy=correct / graded if graded else None)
+        counts.update(graded=table.num_rows - table["is_correct"].null_count,
+                      correct=int(pc.sum(table["is_correct"]).as_py() or 0))
     if "grade_status" in table.column_names:
-        values, counts = pc.value_counts(table["grade_status"]).flatten()
-        stats["grade_status"] = dict(zip(values.to_pylist(), counts.to_pylist()))
+        values, numbers = pc.value_counts(table["grade_status"]).flatten()
+        counts["grade_status"] = dict(zip(values.to_pylist(), numbers.to_pylist()))
     if "judge_status" in table.column_names:
-        stats.update(
+        counts.update(
             judged=_count(table, "judge_status", JudgeStatus.OK),
             judge_parse_errors=_count(table, "judge_status", JudgeStatus.PARSE_ERROR),
             judge_errors=_count(table, "judge_status", JudgeStatus.ERROR),
         )
+    return counts
+
+
+def summarize(counts: dict) -> dict:
+    """The manifest's statistics from the summed tallies: the counters, and the accuracy over graded rows."""
+    stats = dict(counts)
+    if "graded" in stats:
+        correct = stats.pop("correct")
+        stats["accuracy"] = correct / stats["graded"] if stats["graded"] else None
     return stats

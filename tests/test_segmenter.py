@@ -1,11 +1,15 @@
 import re
+import sys
 
+import numpy as np
+import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgpo_data.errors import SgpoError
 from sgpo_data.segmenters import get_segmenter, strip_steps
+from sgpo_data.segmenters.batch import SPACE
 
 SEPARATOR = re.compile(r"\n[ \t]*\n")
 
@@ -174,3 +178,68 @@ def test_prefix_steps_and_suffix_rebuild_the_response_exactly(text, name, think,
             assert len(prefix) == (0 if opening < 0 else opening + 7) + len(inside) - len(inside.lstrip())
         else:
             assert whole
+
+
+# split_many: a whole column at once, exactly the steps of split row by row.
+
+HOSTILE_PIECES = ["\n", "\n\n", "\r\n", "\n \n", "\u2028", "\u2029", "\x0b", "\x0c", "\x00", "\t", " ", "\x85", "\xa0",
+                  "\x1c", "\u3000", "\u2003", "😀", "é", "中", "x", "Step 1:", "3. a", ". ", "<think>", "</think>"]
+HOSTILE = ["", " ", "\n", "\n\n", " \n \n ", "\t\n\x0c\n\t", "a\r\n\r\nb\r\n", "a\n\u2028\nb", "a\u2028\u2028b",
+           "a\n\x0b\nb\x0c\n\x0c\nc", "a\n\x00\nb", "\x00\n\n\x00", "x\n \n \n y\n  \n", "😀\n\n😀\n\n",
+           "é\n\u3000\nü\n\x85\nñ", "a\n\x1c\nb\n\x1f\n", "\n\n中\n \n文\n\n", "a\n\xa0\n\u2003b",
+           "<think>a\n\nb</think>\n\nc"]
+LONG = ["Step 1: a.\n\nStep 2: b.\n\n" * 5_000, "é" * 70_000 + "\n \n" + "😀" * 70_000 + "\n"]
+hostile_text = st.lists(st.one_of(st.sampled_from(HOSTILE_PIECES), st.text()), max_size=30).map("".join)
+column = st.lists(st.one_of(st.none(), paragraph_text, think_text, hostile_text, st.sampled_from(HOSTILE)), max_size=8)
+OPTIONS = [{"think": think, "min_chars": min_chars, "max_steps": max_steps}
+           for think in ["both", "solution", "thinking"] for min_chars in [0, 4] for max_steps in [None, 1, 3]]
+
+
+def row_by_row(seg, texts):
+    return [seg.split(t) if t is not None else [] for t in texts]
+
+
+def as_input(texts, form):
+    """`texts` as split_many may get them: a list, an arrow array, a sliced one, a chunked one."""
+    if form == "list":
+        return texts
+    if form == "sliced":
+        return pa.array(["before\n\nx", *texts, None], pa.string())[1:-1]
+    if form == "chunked":
+        return pa.chunked_array([texts[:1], texts[1:]], pa.string())
+    return pa.array(texts, pa.string())
+
+
+@settings(deadline=None)  # pyarrow's first pa.array call imports its pandas shims (~0.5 s)
+@given(column, st.sampled_from(NAMES), st.sampled_from(OPTIONS),
+       st.sampled_from(["list", "array", "sliced", "chunked"]))
+def test_split_many_gives_the_steps_of_split(texts, name, options, form):
+    seg = get_segmenter(name, options)
+    steps = seg.split_many(as_input(texts, form))
+    assert steps.type == pa.list_(pa.string())
+    assert steps.to_pylist() == row_by_row(seg, texts)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("options", OPTIONS)
+def test_split_many_on_a_hostile_corpus(name, options):
+    seg = get_segmenter(name, options)
+    texts = [*HOSTILE, None, *LONG, *HOSTILE[::-1]]
+    assert seg.split_many(texts).to_pylist() == row_by_row(seg, texts)
+    assert seg.split_many(pa.array(texts)).to_pylist() == row_by_row(seg, texts)
+
+
+def test_split_many_gives_a_missing_text_no_steps():
+    seg = get_segmenter("paragraph")
+    assert seg.split_many([None, "a\n\nb", None, ""]).to_pylist() == [[], ["a\n\n", "b"], [], [""]]
+    assert seg.split_many(pa.array([None, None], pa.string())).to_pylist() == [[], []]
+    assert seg.split_many([]).to_pylist() == []
+    assert seg.split_many(pa.chunked_array([], pa.string())).to_pylist() == []
+    # a null slot may hold bytes (arrow allows it): they are no text
+    offsets, data = np.array([0, 4, 8, 12], np.int32), b"a\n\nbx\n\nyc\n\nd"
+    texts = pa.StringArray.from_buffers(3, pa.py_buffer(offsets), pa.py_buffer(data), pa.py_buffer(bytes([0b101])))
+    assert seg.split_many(texts).to_pylist() == [["a\n\n", "b"], [], ["c\n\n", "d"]]
+
+
+def test_the_batch_whitespace_is_python_whitespace():
+    assert SPACE == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())

@@ -40,7 +40,7 @@ def test_rows_in_error_take_no_part_in_scoring_and_their_group_is_scored_over_th
     expected = (r - r.mean()) / (r.std(ddof=1) + 1e-4)  # TRL's formula over the group's 3 remaining rows
     assert [advantage[0], advantage[1], advantage[3]] == pytest.approx(expected.tolist(), abs=1e-5)
     assert advantage[4] == 0.0  # one row left: no baseline
-    stats = stage.statistics(out, [{}])
+    stats = stage.statistics([{"tally": stage.tally(out)}])
     assert stats["rows_in_error"] == 2 and stats["groups_with_rows_in_error"] == 2 and stats["judge_errors"] == 1
     assert stats["responses"] == 4  # the statistics are over the rows that were scored
 
@@ -76,5 +76,84 @@ def test_a_run_whose_every_row_failed_still_scores_and_counts_them():
     stage = STAGES.get("score", recipe=Recipe())
     out = stage.process(Shard(0, "fp", table.num_rows, table=table)).table
     assert out.num_rows == 3 and out["reward"].null_count == 3 and out["advantage"].null_count == 3
-    stats = stage.statistics(out, [{}])
+    stats = stage.statistics([{"tally": stage.tally(out)}])
     assert stats["rows_in_error"] == 3 and stats["responses"] == 0 and stats["accuracy"] is None
+
+
+def rounded(value):
+    """Floats rounded in any nesting, to compare statistics summed in another order."""
+    if isinstance(value, dict):
+        return {key: rounded(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return round(value, 9) if isinstance(value, float) else value
+
+
+def judged_run(root, rows: list[dict], cut: int):
+    """A run folder whose judge stage is complete in two parts (rows[:cut], rows[cut:])."""
+    from sgpo_data.pipeline.folder import StageFolder
+
+    table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
+    recipe = Recipe().model_dump()
+    configs = {"generate": {k: recipe[k] for k in ("data", "generate", "grader")}, "judge": {"judge": recipe["judge"]}}
+    for stage in ("generate", "judge"):
+        folder = StageFolder(root, stage)
+        folder.start(configs[stage], f"fp-{stage}", num_shards=2)
+        for i, part in enumerate([table.slice(0, cut), table.slice(cut)]):
+            folder.write_shard(i, part, f"in-{i}", {}, {"tally": {}})
+        folder.finish({0: "in-0", 1: "in-1"}, lambda markers: {})
+    return table
+
+
+@pytest.mark.parametrize("advantage", ["group", "batch"])
+def test_scoring_part_by_part_gives_the_whole_run_s_rewards_advantages_and_statistics(tmp_path, advantage):
+    from sgpo_data.config import load_recipe
+    from sgpo_data.pipeline import run_stage
+    from sgpo_data.run_reader import read_stage
+    from sgpo_data.scoring import score_stats, score_table
+
+    rows = [judged_row("p", 0, 0), judged_row("p", 1, 3), judged_row("p", 2, None, "error"), judged_row("q", 0, 1),
+            judged_row("q", 1, 2), judged_row("r", 0, -1), judged_row("r", 1, 0), judged_row("r", 2, None, "error")]
+    table = judged_run(tmp_path, rows, cut=5)
+    recipe = load_recipe(None, [f"score.advantage={advantage}"])
+    manifest = run_stage("score", recipe, tmp_path).manifest
+    out = read_stage(tmp_path, "score")
+    whole = score_table(table.filter(pa.array(~np.isin(np.arange(8), [2, 7]))), recipe.score)
+    kept = [i for i in range(8) if i not in (2, 7)]
+    assert [out["advantage"][i].as_py() for i in kept] == pytest.approx(whole["advantage"].to_pylist(), abs=1e-6)
+    assert [out["reward"][i].as_py() for i in kept] == pytest.approx(whole["reward"].to_pylist(), abs=1e-6)
+    expected = score_stats(whole)
+    stats = manifest["statistics"]
+    expected.pop("judge_errors")  # the stage counts the rows in error too (below)
+    assert rounded({key: stats[key] for key in expected}) == rounded(expected)
+    assert stats["rows_in_error"] == 2 and stats["groups_with_rows_in_error"] == 2 and stats["judge_errors"] == 2
+
+
+def test_exporting_part_by_part_gives_the_views_of_the_whole_run(tmp_path):
+    """Score and export stream one part at a time; every view equals the view built from the whole table."""
+    from datasets import load_from_disk
+
+    from sgpo_data.config import load_recipe
+    from sgpo_data.export import split_by_prompt
+    from sgpo_data.pipeline import run_stage
+    from sgpo_data.run_reader import export_view, read_stage
+    from sgpo_data.schema import error_rows
+    from sgpo_data.stages.export import row_prompts
+
+    rows = [judged_row(f"p{i}", j, (i + j) % 5 - 1) for i in range(8) for j in range(3)]
+    rows[4] = judged_row("p1", 1, None, "error")
+    judged_run(tmp_path, rows, cut=12)
+    views = ["flat", "grouped", "prompts", "trl", "verl", "stepwise"]
+    recipe = load_recipe(None, ["export.test_size=0.25", "export.card=false", f"export.views={views}"])
+    run_stage("score", recipe, tmp_path)
+    assert run_stage("export", recipe, tmp_path).manifest["statistics"]["export"]["rows_in_error_left_out"] == 1
+    scored = read_stage(tmp_path, "score")
+    splits = split_by_prompt(scored.filter(pa.array(~error_rows(scored))), 0.25, recipe.export.split_seed)
+    assert {split: t.num_rows for split, t in splits.items()} == {"train": 17, "test": 6}
+    for name in views:
+        for split, table in splits.items():
+            view = STAGES.get("export", recipe=recipe).views()[name]  # the recipe's options, a fresh view
+            expected = view.build(table, row_prompts(tmp_path, table))
+            assert export_view(tmp_path, name, split).to_pylist() == expected.to_pylist(), (name, split)
+            assert load_from_disk(str(tmp_path / "export" / "hf" / name))[split].to_list() == expected.to_pylist()
+    assert len(read_stage(tmp_path, "export")) == len(rows)  # the run's record keeps every row

@@ -3,7 +3,8 @@
 Pure functions over Arrow tables; reading the run folder, writing files and publishing live elsewhere."""
 
 from sgpo_data.export.filters import apply_filters
-from sgpo_data.export.splits import split_by_prompt
+from sgpo_data.export.splits import choose_test_prompts, split_by_prompt, split_on
 from sgpo_data.export.views import MESSAGES, VIEWS, View, get_view
 
-__all__ = ["MESSAGES", "VIEWS", "View", "apply_filters", "get_view", "split_by_prompt"]
+__all__ = ["MESSAGES", "VIEWS", "View", "apply_filters", "choose_test_prompts", "get_view", "split_by_prompt",
+           "split_on"]

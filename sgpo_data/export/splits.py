@@ -30,23 +30,33 @@ def n_test_prompts(test_size: float | int, n_prompts: int) -> int:
     return n_test
 
 
-def split_by_prompt(table: pa.Table, test_size: float | int, seed: int) -> dict[str, pa.Table]:
-    """{"train": ..., "test": ...} with whole prompts in each ({"train"} alone when test_size is 0).
-
-    The test prompts are the first ones of a numpy permutation (seeded) of the sorted unique prompt_ids,
-    so the split depends only on the set of prompts and the seed, not on row order. Rows keep their order."""
+def choose_test_prompts(prompt_ids: pa.Array | pa.ChunkedArray, test_size: float | int, seed: int) -> pa.Array:
+    """The prompt_ids that go to test: the first ones of a numpy permutation (seeded) of the sorted unique ids,
+    so the choice depends only on the set of prompts and the seed, not on row order."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise SgpoError(f"export split: seed={seed!r} must be an integer")
-    if "prompt_id" not in table.column_names:
-        raise SgpoError("export split: missing column prompt_id; split the output of a stage (generate or later)")
-    pid = table["prompt_id"].combine_chunks()
-    if pid.null_count:
-        raise SgpoError(f"export split: {pid.null_count} row(s) have a null prompt_id; every row needs its group's id")
-    ids = pc.unique(pid)
+    if prompt_ids.null_count:
+        raise SgpoError(f"export split: {prompt_ids.null_count} row(s) have a null prompt_id; every row needs its "
+                        "group's id")
+    ids = pc.unique(prompt_ids)
     ids = ids.take(pc.sort_indices(ids))
     n_test = n_test_prompts(test_size, len(ids))
-    if n_test == 0:
+    return ids.take(pa.array(np.random.default_rng(seed).permutation(len(ids))[:n_test], pa.int64()))
+
+
+def split_on(table: pa.Table, test_ids: pa.Array | None) -> dict[str, pa.Table]:
+    """{"train": ..., "test": ...} by membership of prompt_id in `test_ids` ({"train"} alone when it is None).
+    Rows keep their order."""
+    if test_ids is None:
         return {"train": table}
-    test_ids = ids.take(pa.array(np.random.default_rng(seed).permutation(len(ids))[:n_test]))
-    is_test = pc.is_in(pid, value_set=test_ids)
+    is_test = pc.is_in(table["prompt_id"], value_set=test_ids)
     return {"train": table.filter(pc.invert(is_test)), "test": table.filter(is_test)}
+
+
+def split_by_prompt(table: pa.Table, test_size: float | int, seed: int) -> dict[str, pa.Table]:
+    """{"train": ..., "test": ...} with whole prompts in each ({"train"} alone when test_size is 0); see
+    `choose_test_prompts` for which prompts go to test."""
+    if "prompt_id" not in table.column_names:
+        raise SgpoError("export split: missing column prompt_id; split the output of a stage (generate or later)")
+    test_ids = choose_test_prompts(table["prompt_id"], test_size, seed)
+    return split_on(table, test_ids if len(test_ids) else None)

@@ -31,10 +31,13 @@ def _col(table: pa.Table, name: str) -> pa.Array:
     return array.cast(SCORE_SCHEMA.field(name).type) if name in SCORE_SCHEMA.names else array
 
 
-def messages_array(prompts: list, n_rows: int) -> pa.ListArray:
-    """The caller's per-row chat messages as list<struct<role, content>>, checked row by row."""
+def messages_array(prompts: list | pa.ListArray, n_rows: int) -> pa.ListArray:
+    """The caller's per-row chat messages as list<struct<role, content>>, checked row by row (an array built by
+    this function once is passed through, so the views of one table share it)."""
     if len(prompts) != n_rows:
         raise SgpoError(f"export: got {len(prompts)} prompt(s) for {n_rows} row(s); pass one message list per row")
+    if isinstance(prompts, pa.Array) and prompts.type == MESSAGES:
+        return prompts
     rows = []
     for i, messages in enumerate(prompts):
         ok = isinstance(messages, (list, tuple)) and all(
@@ -47,10 +50,10 @@ def messages_array(prompts: list, n_rows: int) -> pa.ListArray:
     return pa.array(rows, type=MESSAGES)
 
 
-def user_texts(prompts: list) -> pa.Array:
+def user_texts(prompts: pa.ListArray) -> pa.Array:
     """The chat-template-free prompt of each row: the content of its last user message."""
     texts = []
-    for i, messages in enumerate(prompts):
+    for i, messages in enumerate(prompts.to_pylist()):
         users = [m["content"] for m in messages if m["role"] == "user"]
         if not users:
             raise SgpoError(f"export: prompt of row {i} has no user message; plain-text views take the prompt "
@@ -205,15 +208,15 @@ class TrlView(View):
         self.left_out = 0
 
     def _build(self, table, prompts):
-        messages_array(prompts, table.num_rows)  # same checks in both styles
+        prompts = messages_array(prompts, table.num_rows)  # same checks in both styles
         if self.conversational:
             cut = pc.fill_null(pc.equal(_col(table, "finish_reason"), "length"), False)
-            keep = np.flatnonzero(~cut.to_numpy(zero_copy_only=False))
+            keep = pa.array(np.flatnonzero(~cut.to_numpy(zero_copy_only=False)))
             self.left_out += table.num_rows - len(keep)
-            table, prompts = table.take(keep), [prompts[i] for i in keep]
+            table, prompts = table.take(keep), prompts.take(keep)
         response = _col(table, "response")
         if self.conversational:
-            prompt, completion = messages_array(prompts, table.num_rows), _assistant_messages(response)
+            prompt, completion = prompts, _assistant_messages(response)
         else:
             prompt, completion = user_texts(prompts), response
         out = {"prompt_id": _col(table, "prompt_id"), "sample_idx": _col(table, "sample_idx"),
@@ -237,14 +240,16 @@ class VerlView(View):
 
     def __init__(self, ability: str = "math"):
         self.ability = ability
+        self.built = 0  # rows built so far: a table built in parts numbers its rows on from the last part
 
     def _build(self, table, prompts):
         groups = Groups(table, "export view 'verl'")
         n = len(groups.heads)
+        start, self.built = self.built, self.built + n
         reward_model = pa.StructArray.from_arrays(
             [pa.repeat("rule", n), pc.fill_null(groups.first("reference_answer"), "")], names=["style", "ground_truth"])
         extra_info = pa.StructArray.from_arrays(
-            [pa.array(np.arange(n, dtype=np.int64)), groups.first("prompt_id"), groups.first("problem"),
+            [pa.array(np.arange(start, start + n, dtype=np.int64)), groups.first("prompt_id"), groups.first("problem"),
              groups.first("reference_solution"), groups.pass_rate()],
             names=["index", "prompt_id", "problem", "reference_solution", "pass_rate"])
         return pa.table({
@@ -271,25 +276,33 @@ class StepwiseView(View):
 
     name = "stepwise"
     needs = ("prompt_id", "sample_idx", "is_correct", "steps", "first_error_step", "judge_status")
-    _SPLIT = r"(?s)^(?P<lead>\s*)(?P<core>.*?)(?P<trail>\s*)$"
 
     def _build(self, table, prompts):
-        messages_array(prompts, table.num_rows)
+        prompts = messages_array(prompts, table.num_rows)
         keep, error_at = self.select(table)
         steps = _col(table, "steps").take(pa.array(keep))
         offsets = steps.offsets.to_numpy() - steps.offsets[0].as_py()
         parent = np.repeat(np.arange(len(keep)), np.diff(offsets))
         position = np.arange(len(parent)) - offsets[parent]
-        parts = pc.extract_regex(steps.flatten(), self._SPLIT)
+        lead, core, trail = self.trim(steps.flatten())
         lists = pa.array(offsets.astype(np.int32))
         return pa.table({
             "prompt_id": _col(table, "prompt_id").take(keep),
             "sample_idx": _col(table, "sample_idx").take(keep),
-            "prompt": user_texts([prompts[i] for i in keep]),
-            "completions": pa.ListArray.from_arrays(lists, parts.field("core")),
+            "prompt": user_texts(prompts.take(pa.array(keep))),
+            "completions": pa.ListArray.from_arrays(lists, core),
             "labels": pa.ListArray.from_arrays(lists, pa.array(position < error_at[keep][parent])),
-            "separators": self.separators(parts.field("lead"), parts.field("trail"), offsets),
+            "separators": self.separators(lead, trail, offsets),
         })
+
+    @staticmethod
+    def trim(steps: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """(lead, core, trail) per step, lead + core + trail == step, whitespace being RE2's \\s ([\\t\\n\\f\\r ]).
+        Two anchored regexes and a trim: one regex with a lazy middle group measured 15x slower."""
+        core = pc.utf8_trim(steps, " \t\n\f\r")
+        lead = pc.extract_regex(steps, r"^(?P<lead>\s*)").field("lead")
+        trail = pc.extract_regex(steps, r"(?P<trail>\s*)$").field("trail")
+        return lead, core, pc.if_else(pc.equal(core, ""), "", trail)  # a blank step is all lead
 
     @staticmethod
     def separators(lead: pa.Array, trail: pa.Array, offsets: np.ndarray) -> pa.ListArray:

@@ -86,7 +86,7 @@ class SGPOReward:
         n = len(texts)
         solutions, prompts = solutions or [None] * n, prompts or [None] * n
         correct = [g.is_correct is True for g in self.grader.grade(texts, answers)]
-        steps = [self.segmenter.split(t) for t in texts]
+        steps = self.segmenter.split_many(texts).to_pylist()
         negative = set(groups) - {g for g, c in zip(groups, correct) if c}
         judged = in_scope(self.judge_config.scope, np.ones(n, dtype=bool), np.array(correct, dtype=bool),
                           groups).nonzero()[0].tolist()

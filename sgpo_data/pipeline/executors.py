@@ -24,7 +24,11 @@ class Executor(Protocol):
 def _write(stage: Stage, folder: StageFolder, shards: list[Shard]) -> None:
     """Process the shards and write each one (rows, then marker) as soon as it is done."""
     for shard, out in stage.process_shards(shards):
-        folder.write_shard(shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), out.stats)
+        if out.path is not None:  # rows too many to hold, written by the stage (which has no status column)
+            folder.write_shard(shard.index, out.path, shard.fingerprint, {}, out.stats)
+            continue
+        stats = {**out.stats, "tally": stage.tally(out.table)}
+        folder.write_shard(shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), stats)
 
 
 class LocalExecutor:

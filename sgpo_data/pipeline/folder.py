@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,15 +101,21 @@ class StageFolder(StageFiles):
         marker = self.read_marker(shard)
         return marker is None or marker["input"] != input_fingerprint or bool(marker["errors"])
 
-    def write_shard(self, shard: int, table: pa.Table, input_fingerprint: str, errors: dict[str, int],
+    def write_shard(self, shard: int, rows: pa.Table | Path, input_fingerprint: str, errors: dict[str, int],
                     stats: dict | None = None) -> None:
-        """Write the rows atomically, then the marker: only then does the shard count as done."""
+        """Write the rows (a table, or a Parquet file already written, moved into place) atomically, then the
+        marker: only then does the shard count as done."""
         part = self.part(shard)
-        tmp = part.with_name(f"{part.name}.{os.getpid()}.tmp")
         self.marker(shard).unlink(missing_ok=True)  # a redone shard is not done until its new marker lands
-        pq.write_table(table, tmp)
-        os.replace(tmp, part)
-        write_json(self.marker(shard), {"rows": table.num_rows, "errors": errors, "input": input_fingerprint,
+        if isinstance(rows, pa.Table):
+            tmp = part.with_name(f"{part.name}.{os.getpid()}.tmp")
+            pq.write_table(rows, tmp)
+            os.replace(tmp, part)
+            num_rows = rows.num_rows
+        else:
+            os.replace(rows, part)
+            num_rows = pq.ParquetFile(part).metadata.num_rows
+        write_json(self.marker(shard), {"rows": num_rows, "errors": errors, "input": input_fingerprint,
                                         "output": fingerprint_files([part]), "stats": stats or {}})
 
     def finish(self, inputs: dict[int, str], statistics) -> dict | None:

@@ -29,7 +29,7 @@ class ShardSpec:
     def parse(cls, text: str | None) -> "ShardSpec":
         if not text:
             return cls()
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        match = re.fullmatch(r"\s*(\d{1,9})\s*/\s*(\d{1,9})\s*", text)  # int() of a 5000-digit number fails
         if not match or not int(match[1]) < int(match[2]):
             raise SgpoError(f"--shard {text!r}: expected i/N with 0 <= i < N, e.g. --shard 0/4 "
                             "(Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
@@ -76,7 +76,7 @@ def run_stage(name: str, recipe: Recipe, run: str | Path, shard: ShardSpec = Sha
         (executor or LocalExecutor()).run(stage, folder, pending, progress or Progress())
 
     def statistics(markers: dict[int, dict]) -> dict:
-        return stage.statistics(folder.dataset().to_table(), [markers[i]["stats"] for i in sorted(markers)])
+        return stage.statistics([markers[i]["stats"] for i in sorted(markers)])
 
     manifest = folder.finish(inputs, statistics)
     if manifest is not None:

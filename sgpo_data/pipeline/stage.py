@@ -44,10 +44,21 @@ class Shard:
         return ds.dataset([str(p) for p in self.paths], format="parquet").to_table()
 
 
+def shard_per_part(upstream: StageFiles) -> list[Shard]:
+    """One shard per upstream part, fingerprinted by the part's output hash: a redone upstream shard redoes
+    only its own shard here. Every part holds whole groups (generate shards by prompt)."""
+    shards = []
+    for i in range(upstream.manifest()["num_shards"]):
+        marker = upstream.read_marker(i)
+        shards.append(Shard(i, marker["output"], marker["rows"], paths=[upstream.part(i)]))
+    return shards
+
+
 @dataclass
 class ShardOutput:
-    table: pa.Table
+    table: pa.Table | None = None
     stats: dict = field(default_factory=dict)  # per-shard counters the stage's statistics() can merge
+    path: Path | None = None  # instead of `table`: a Parquet file the stage wrote itself (with stats["tally"])
 
 
 class Stage(ABC):
@@ -92,11 +103,18 @@ class Stage(ABC):
     def close(self) -> None:
         """Free engines and workers."""
 
-    def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
-        """The manifest's statistics over the whole output."""
-        from sgpo_data.stats import summarize
+    def tally(self, table: pa.Table) -> dict:
+        """Counters of one shard's output that add up across shards (kept in the shard's marker)."""
+        from sgpo_data.stats import tally
 
-        return summarize(table)
+        return tally(table)
+
+    def statistics(self, shard_stats: list[dict]) -> dict:
+        """The manifest's statistics over the whole output, from the shards' stats and their summed tallies: no
+        stage reads its output back."""
+        from sgpo_data.stats import add_nested, summarize
+
+        return summarize(add_nested(stats["tally"] for stats in shard_stats))
 
     def count_errors(self, table: pa.Table) -> dict[str, int]:
         """Rows in error by kind."""

@@ -129,8 +129,8 @@ class StreamingStage(Stage):
         [(_, output)] = list(self.process_shards([shard]))
         return output
 
-    def statistics(self, table, shard_stats: list[dict]) -> dict:
+    def statistics(self, shard_stats: list[dict]) -> dict:
         """The rows' statistics, and `usage`: requests and tokens summed over the shards' own."""
         usage = add_counts((stats.get("usage", {}) for stats in shard_stats),
                            {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
-        return {**super().statistics(table, shard_stats), "usage": usage}
+        return {**super().statistics(shard_stats), "usage": usage}

@@ -2,6 +2,6 @@
 
 from sgpo_data.scoring.advantages import group_advantages
 from sgpo_data.scoring.rewards import REWARD_MAPS, compute_rts
-from sgpo_data.scoring.score import score_stats, score_table
+from sgpo_data.scoring.score import score_stats, score_summary, score_table, score_tally
 
-__all__ = ["REWARD_MAPS", "compute_rts", "group_advantages", "score_stats", "score_table"]
+__all__ = ["REWARD_MAPS", "compute_rts", "group_advantages", "score_stats", "score_summary", "score_table", "score_tally"]

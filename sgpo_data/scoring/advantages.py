@@ -33,11 +33,12 @@ def group_moments(values: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray
 
 
 def group_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-4, scale: str = "group",
-                     std_floor: float = 0.0) -> np.ndarray:
+                     std_floor: float = 0.0, batch_std: float | None = None) -> np.ndarray:
     """float32 advantages, one estimator per `scale`:
 
     - 'group': (r - group mean) / (max(group std, std_floor) + eps), GRPO as TRL computes it;
-    - 'batch': the same with the std of all rewards (TRL's scale_rewards='batch');
+    - 'batch': the same with the std of all rewards (TRL's scale_rewards='batch'), or `batch_std` when the
+      batch is larger than these rewards (a run scored shard by shard);
     - 'none': r - group mean (Dr. GRPO);
     - 'rloo': r - mean of the *other* responses of the group = G/(G-1) * (r - group mean) (RLOO).
     """
@@ -53,7 +54,9 @@ def group_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e
     if scale == "group":
         adv = adv / (np.maximum(std[inverse], std_floor) + eps)
     elif scale == "batch":
-        adv = adv / (max(rewards.std(ddof=1) if rewards.size > 1 else 0.0, std_floor) + eps)
+        if batch_std is None:
+            batch_std = rewards.std(ddof=1) if rewards.size > 1 else 0.0
+        adv = adv / (max(batch_std, std_floor) + eps)
     elif scale == "rloo":
         size = counts[inverse]
         adv = adv * size / np.maximum(size - 1, 1)

@@ -58,10 +58,12 @@ def step_weights(steps: pa.ChunkedArray, variant: str, tokenizer=None) -> tuple[
     return weights, offsets
 
 
-def score_table(table: pa.Table, cfg: ScoreConfig, tokenizer=None) -> pa.Table:
+def score_table(table: pa.Table, cfg: ScoreConfig, tokenizer=None,
+                batch_std: tuple[float, float] | None = None) -> pa.Table:
     """Add rts, reward, reward_outcome, advantage, advantage_grpo and group_all_negative (SCORE_FIELDS).
 
-    `tokenizer` (a transformers tokenizer) is needed only for `cfg.rts == "tokens"`."""
+    `tokenizer` (a transformers tokenizer) is needed only for `cfg.rts == "tokens"`; `batch_std` (of `reward`,
+    of `reward_outcome`) only for `cfg.advantage == "batch"` when the table is a part of the batch."""
     require_columns(table, NEEDED, "score", "score needs the judge stage's output (steps, first_error_step, judge_status)")
     groups = group_codes(table, "score")
     correct = _bools(table["is_correct"])
@@ -93,8 +95,10 @@ def score_table(table: pa.Table, cfg: ScoreConfig, tokenizer=None) -> pa.Table:
         "rts": rts,
         "reward": reward,
         "reward_outcome": outcome,
-        "advantage": group_advantages(reward, groups, cfg.eps, cfg.advantage, cfg.std_floor),
-        "advantage_grpo": group_advantages(outcome, groups, cfg.eps, cfg.advantage, cfg.std_floor),
+        "advantage": group_advantages(reward, groups, cfg.eps, cfg.advantage, cfg.std_floor,
+                                      batch_std and batch_std[0]),
+        "advantage_grpo": group_advantages(outcome, groups, cfg.eps, cfg.advantage, cfg.std_floor,
+                                           batch_std and batch_std[1]),
         "group_all_negative": all_negative,
     }
     # Re-scoring (e.g. with another reward map) replaces the previous score columns.
@@ -112,43 +116,49 @@ def _share(count: float, total: int) -> float | None:
 HIST_BINS = np.linspace(0.0, 1.0, 11)
 
 
-def _histogram(values: np.ndarray) -> dict:
+def _histogram_tally(values: np.ndarray) -> dict:
     values = values[np.isfinite(values)]
     counts, _ = np.histogram(values, bins=HIST_BINS)
-    return {"bins": HIST_BINS.round(2).tolist(), "counts": counts.tolist(), "n": int(values.size),
-            "mean": float(values.mean()) if values.size else None}
+    return {"counts": counts.tolist(), "n": int(values.size), "sum": float(values.sum())}
 
 
-def _group_stats(table: pa.Table) -> dict:
+def _histogram(tally: dict) -> dict:
+    return {"bins": HIST_BINS.round(2).tolist(), "counts": tally["counts"], "n": tally["n"],
+            "mean": tally["sum"] / tally["n"] if tally["n"] else None}
+
+
+def _group_tally(table: pa.Table) -> dict:
     groups = group_codes(table, "score")
-    n = table.num_rows
-    correct = int(_bools(table["is_correct"]).sum())
-    graded = n - table["is_correct"].null_count
-    zero_std, ngroups = {}, 0
+    counts = {"responses": table.num_rows, "graded": table.num_rows - table["is_correct"].null_count,
+              "correct": int(_bools(table["is_correct"]).sum()),
+              "reward_sum": float(pc.sum(table["reward"]).as_py() or 0.0)}
     for name, col in (("grpo", "reward_outcome"), ("sgpo", "reward")):
-        _, counts, _, std = group_moments(table[col].to_numpy(zero_copy_only=False), groups)
-        ngroups = len(counts)
-        zero_std[f"zero_std_groups_{name}"] = _share((std == 0).sum(), ngroups)  # a group of one counts
+        _, sizes, _, std = group_moments(table[col].to_numpy(zero_copy_only=False), groups)
+        counts[f"zero_std_groups_{name}"] = int((std == 0).sum())  # a group of one counts
     first_of_group = np.unique(groups, return_index=True)[1]
-    reward_mean = pc.mean(table["reward"]).as_py()
+    counts["prompts"] = len(first_of_group)
+    counts["all_negative_groups"] = int(_bools(table["group_all_negative"])[first_of_group].sum())
+    return counts
+
+
+def _group_stats(counts: dict) -> dict:
+    n, prompts = counts["responses"], counts["prompts"]
     return {
-        "prompts": ngroups,
+        "prompts": prompts,
         "responses": n,
-        "graded": graded,
-        "accuracy": _share(correct, graded),
-        "accuracy_all": _share(correct, n),
-        "all_negative_groups": int(_bools(table["group_all_negative"])[first_of_group].sum()),
-        **zero_std,
-        "mean_reward": None if reward_mean is None else float(reward_mean),
+        "graded": counts["graded"],
+        "accuracy": _share(counts["correct"], counts["graded"]),
+        "accuracy_all": _share(counts["correct"], n),
+        "all_negative_groups": counts["all_negative_groups"],
+        "zero_std_groups_grpo": _share(counts["zero_std_groups_grpo"], prompts),
+        "zero_std_groups_sgpo": _share(counts["zero_std_groups_sgpo"], prompts),
+        "mean_reward": _share(counts["reward_sum"], n),
     }
 
 
-def score_stats(table: pa.Table) -> dict:
-    """Counters for the manifest, the summary and the dataset card; plain ints/floats (None where undefined).
-
-    Beside the group counts: how judging went, histograms (10 bins over [0, 1]) of RTS, of the first error's
-    position relative to the number of steps (k/K, for judged wrong responses where the judge found an
-    error) and of rewards, and the group counts per `data_source`."""
+def score_tally(table: pa.Table) -> dict:
+    """Counters of scored rows that add up across shards (`sgpo_data.stats.add_nested`); `score_summary` turns
+    their sum into the statistics."""
     require_columns(table, ["prompt_id", "is_correct", "judge_status", "steps", "first_error_step",
                             *[f.name for f in SCORE_FIELDS]], "score_stats", "pass the output of score_table")
     status = table["judge_status"]
@@ -158,25 +168,46 @@ def score_stats(table: pa.Table) -> dict:
     k = pc.fill_null(table["first_error_step"], -2).to_numpy(zero_copy_only=False).astype(np.float64)
     n_steps = pc.list_value_length(table["steps"]).to_numpy(zero_copy_only=False).astype(np.float64)
     found = judged_ok & wrong & (k >= 0)
-    rts_mean = pc.mean(table["rts"]).as_py()
-    stats = {
-        **_group_stats(table),
+    counts = {
+        **_group_tally(table),
         "judged": int(judged_ok.sum()),
         "judge_parse_errors": int(_bools(pc.equal(status, JudgeStatus.PARSE_ERROR)).sum()),
         "judge_errors": int(_bools(pc.equal(status, JudgeStatus.ERROR)).sum()),
         "judge_failed_outcome_reward": int((failed & wrong).sum()),  # wrong rows left at the plain reward 0
         "no_error_found": int((judged_ok & wrong & (k == -1)).sum()),
-        "mean_rts": None if rts_mean is None else float(rts_mean),
         "distributions": {
-            "rts": _histogram(table["rts"].to_numpy(zero_copy_only=False).astype(np.float64)),
-            "first_error_relative": _histogram(np.where(found, k / np.maximum(n_steps, 1), np.nan)),
-            "reward": _histogram(table["reward"].to_numpy(zero_copy_only=False).astype(np.float64)),
+            "rts": _histogram_tally(table["rts"].to_numpy(zero_copy_only=False).astype(np.float64)),
+            "first_error_relative": _histogram_tally(np.where(found, k / np.maximum(n_steps, 1), np.nan)),
+            "reward": _histogram_tally(table["reward"].to_numpy(zero_copy_only=False).astype(np.float64)),
         },
     }
     if "data_source" in table.column_names:
         sources = pc.fill_null(table["data_source"], "unknown")
-        stats["by_source"] = {
-            source: _group_stats(table.filter(pc.equal(sources, source)))
-            for source in sorted(pc.unique(sources).to_pylist())
-        }
+        counts["by_source"] = {source: _group_tally(table.filter(pc.equal(sources, source)))
+                               for source in sorted(pc.unique(sources).to_pylist())}
+    return counts
+
+
+def score_summary(counts: dict) -> dict:
+    """Counters for the manifest, the summary and the dataset card, from summed `score_tally`s; plain ints/floats
+    (None where undefined).
+
+    Beside the group counts: how judging went, histograms (10 bins over [0, 1]) of RTS, of the first error's
+    position relative to the number of steps (k/K, for judged wrong responses where the judge found an
+    error) and of rewards, and the group counts per `data_source`."""
+    distributions = counts["distributions"]
+    stats = {
+        **_group_stats(counts),
+        **{key: counts[key] for key in ("judged", "judge_parse_errors", "judge_errors",
+                                        "judge_failed_outcome_reward", "no_error_found")},
+        "mean_rts": distributions["rts"]["sum"] / distributions["rts"]["n"] if distributions["rts"]["n"] else None,
+        "distributions": {name: _histogram(tally) for name, tally in distributions.items()},
+    }
+    if "by_source" in counts:
+        stats["by_source"] = {source: _group_stats(c) for source, c in sorted(counts["by_source"].items())}
     return stats
+
+
+def score_stats(table: pa.Table) -> dict:
+    """The statistics of one table of scored rows (`score_summary` of its tally)."""
+    return score_summary(score_tally(table))

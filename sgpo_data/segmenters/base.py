@@ -2,8 +2,9 @@
 
 `segment(text)` divides the response into the part the judge sees and the rest: `Segmented(prefix, steps,
 suffix)` with `prefix + "".join(steps) + suffix == text` exactly, so step positions map back to the text.
-`split(text)` is the steps alone. Which part is judged is the `think` option (reasoning models write
-`<think> ... </think>` before their final solution):
+`split(text)` is the steps alone; `split_many(texts)` splits a whole column into one list<string> array (a
+missing text has no steps), vectorised by `paragraph` and `lines` for think="both" and min_chars=0. Which part
+is judged is the `think` option (reasoning models write `<think> ... </think>` before their final solution):
 
 - "both" (the default): the whole response; prefix and suffix are "", so `"".join(steps) == text`.
 - "solution": the text after the first `</think>`. The prefix is everything up to that tag (the thinking,
@@ -30,14 +31,17 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.errors import SgpoError
 
 _LEADING_SPACE_RE = re.compile(r"\s*")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+Texts = Sequence[str | None] | pa.Array | pa.ChunkedArray
 
 
 class SegmenterOptions(BaseModel):
@@ -100,6 +104,12 @@ class Segmenter(ABC):
     def split(self, text: str) -> list[str]:
         """The judged steps, at least one; with think="both" `"".join(steps) == text` exactly."""
         return self.segment(text).steps
+
+    def split_many(self, texts: Texts) -> pa.ListArray:
+        """`split` of every text as one list<string> array (a `steps` column); a missing text (None) has no steps."""
+        if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+            texts = texts.to_pylist()
+        return pa.array([self.split(t) if t is not None else [] for t in texts], pa.list_(pa.string()))
 
     def _steps(self, text: str) -> list[str]:
         stripped = text.lstrip()  # str.strip and the regex class \s agree on what whitespace is (str.isspace)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 
+import pyarrow as pa
+
 from sgpo_data.segmenters import SEGMENTERS
-from sgpo_data.segmenters.base import Segmenter, SegmenterOptions
+from sgpo_data.segmenters.base import Segmenter, SegmenterOptions, Texts
+from sgpo_data.segmenters.batch import split_at_line_breaks
 
 # A run of blank lines: a line break, then lines holding only whitespace (spaces, tabs, the \r of
 # Windows line ends, ...), then a line break. Several blank lines in a row are one separator.
@@ -26,14 +29,29 @@ def _ends(pattern: re.Pattern, text: str) -> list[int]:
     return [m.end() for m in pattern.finditer(text)]
 
 
+class _LineBreakSegmenter(Segmenter):
+    """Cuts after runs of at least `newlines` line breaks; `split_many` cuts a whole column at once."""
+
+    newlines: int
+
+    def split_many(self, texts: Texts) -> pa.ListArray:
+        if self.options.think != "both" or self.options.min_chars:
+            return super().split_many(texts)
+        return split_at_line_breaks(texts, self.newlines, self.options.max_steps)
+
+
 @SEGMENTERS.register("paragraph", options=SegmenterOptions)
-class ParagraphSegmenter(Segmenter):
+class ParagraphSegmenter(_LineBreakSegmenter):
+    newlines = 2
+
     def boundaries(self, text: str) -> list[int]:
         return _ends(_BLANK_LINES_RE, text)
 
 
 @SEGMENTERS.register("lines", options=SegmenterOptions)
-class LineSegmenter(Segmenter):
+class LineSegmenter(_LineBreakSegmenter):
+    newlines = 1
+
     def boundaries(self, text: str) -> list[int]:
         return _ends(_LINE_BREAKS_RE, text)
 

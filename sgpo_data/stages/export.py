@@ -16,20 +16,28 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 
-from sgpo_data.export import apply_filters, get_view, split_by_prompt
-from sgpo_data.pipeline.folder import hash_json
+from sgpo_data.export import apply_filters, choose_test_prompts, get_view, split_on
+from sgpo_data.export.views import messages_array
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
 from sgpo_data.prompts import conversation, recorded_recipe
 from sgpo_data.run_reader import StageFiles, generate_config, read_manifests
 from sgpo_data.schema import CONTRACT_COLUMNS, SCORE_SCHEMA, error_rows
 from sgpo_data.stages.score import whole_upstream
+from sgpo_data.stats import add_nested
+
+PLOT_COLUMNS = ["is_correct", "reward", "judge_status", "first_error_step"]
 
 
 @STAGES.register("export")
 class ExportStage(Stage):
+    """One shard over every score part, read and written part by part (each part holds whole groups), so memory
+    is one part's whatever the run's size. The test prompts are chosen first, from the prompt ids alone."""
+
     name = "export"
     upstream = "score"
     needs = tuple(SCORE_SCHEMA.names)
@@ -47,51 +55,69 @@ class ExportStage(Stage):
                 for name in cfg.views}
 
     def process(self, shard: Shard) -> ShardOutput:
-        table = shard.load()
-        self.check_input(table, shard.where)
-        views = self.views()
-        for view in views.values():
-            view.check(table)  # a view the run cannot make fails before anything is written
-        folder = StageFiles(self.run, self.name).dir
-        failed = error_rows(table)
-        counts = self._write_views(folder, table.filter(pa.array(~failed)), views)
-        counts["rows_in_error_left_out"] = int(failed.sum())
-        counts["truncated_left_out_of_chat_views"] = sum(getattr(v, "left_out", 0) for v in views.values())
-        if self.recipe.export.card:
-            self._write_card(folder, table, {name: list(counts["splits"]) for name in views}, counts)
-        self.advance(table.num_rows)
-        return ShardOutput(table.select(CONTRACT_COLUMNS), stats=counts)
-
-    def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
-        stats = dict(StageFiles(self.run, "score").manifest()["statistics"])
-        stats["export"] = shard_stats[0]
-        return stats
-
-    def _write_views(self, folder: Path, table: pa.Table, views: dict) -> dict:
         cfg = self.recipe.export
-        kept, filtered = apply_filters(
-            table, drop_zero_advantage_groups=cfg.drop_zero_advantage_groups, only_all_negative=cfg.only_all_negative,
-            min_response_tokens=cfg.min_response_tokens, max_response_tokens=cfg.max_response_tokens,
-            dedupe_within_group=cfg.dedupe_within_group,
-        )
-        splits = split_by_prompt(kept, cfg.test_size, cfg.split_seed)
-        prompts = {split: row_prompts(self.run, part) for split, part in splits.items()}
-        rows: dict[str, dict[str, int]] = {}
-        source = hash_json([StageFiles(self.run, "score").output_fingerprint(), cfg.model_dump()])  # once, not per view
-        for name, view in views.items():
-            built = {split: view.build(part, prompts[split]) for split, part in splits.items()}
-            rows[name] = {split: t.num_rows for split, t in built.items()}
-            if "parquet" in cfg.formats:
-                target = folder / name
-                shutil.rmtree(target, ignore_errors=True)
-                target.mkdir(parents=True)
-                for split, t in built.items():
-                    pq.write_table(t, target / f"{split}-00000-of-00001.parquet")
-            if "hf" in cfg.formats:
-                _save_hf(built, folder / "hf" / name, hash_json([source, name]))
+        folder = StageFiles(self.run, self.name).dir
+        schema = pq.read_schema(shard.paths[0])
+        self.check_input(schema.empty_table(), shard.where)
+        for view in self.views().values():
+            view.check(schema.empty_table())  # a view the run cannot make fails before anything is written
+        test_ids = self._test_prompts(shard.paths)
+        splits = ["train"] if test_ids is None else ["train", "test"]
+        views = {(name, split): view for split in splits for name, view in self.views().items()}  # stateful views
+        part = folder / f".{os.getpid()}.part.tmp"
+        writers = _Writers(folder, cfg.formats)
+        counts = {"filters": {}, "rows_after_filters": 0, "splits": dict.fromkeys(splits, 0),
+                  "views": {name: dict.fromkeys(splits, 0) for name in cfg.views}, "rows_in_error_left_out": 0}
+        plotted = []
+        with pq.ParquetWriter(part, pa.schema([schema.field(c) for c in CONTRACT_COLUMNS])) as record:
+            for path in shard.paths:
+                table = pq.read_table(path)
+                self.check_input(table, str(path))
+                record.write_table(table.select(CONTRACT_COLUMNS))
+                failed = error_rows(table)
+                scored = table.filter(pa.array(~failed))
+                plotted.append(scored.select(PLOT_COLUMNS).append_column(
+                    "n_steps", pc.fill_null(pc.list_value_length(scored["steps"]), 0)))
+                kept, filtered = apply_filters(
+                    scored, drop_zero_advantage_groups=cfg.drop_zero_advantage_groups,
+                    only_all_negative=cfg.only_all_negative, min_response_tokens=cfg.min_response_tokens,
+                    max_response_tokens=cfg.max_response_tokens, dedupe_within_group=cfg.dedupe_within_group)
+                counts = add_nested([counts, {"filters": filtered, "rows_after_filters": kept.num_rows,
+                                              "rows_in_error_left_out": int(failed.sum())}])
+                for split, rows in split_on(kept, test_ids).items():
+                    prompts = messages_array(row_prompts(self.run, rows), rows.num_rows)  # shared by the views
+                    counts["splits"][split] += rows.num_rows
+                    for name in cfg.views:
+                        built = views[name, split].build(rows, prompts)
+                        counts["views"][name][split] += built.num_rows
+                        writers.write(name, split, built)
+                self.advance(table.num_rows)
+        writers.close()
         (folder / "recipe.yaml").write_text(yaml.safe_dump(self._recipe_of_run(), sort_keys=False))
-        return {"filters": filtered, "rows_after_filters": kept.num_rows,
-                "splits": {split: part.num_rows for split, part in splits.items()}, "views": rows}
+        counts["truncated_left_out_of_chat_views"] = sum(getattr(v, "left_out", 0) for v in views.values())
+        if cfg.card:
+            self._write_card(folder, pa.concat_tables(plotted), {name: splits for name in cfg.views}, counts)
+        return ShardOutput(path=part, stats={**counts, "tally": {}})
+
+    def _test_prompts(self, paths: list[Path]) -> pa.Array | None:
+        """The prompts of the test split, chosen among the prompts left after the filters (as the views see them),
+        from the few columns the filters read. Dedupe keeps one row of every group, so it is left out here."""
+        cfg = self.recipe.export
+        if not cfg.test_size:
+            return None
+        columns = ["prompt_id", "group_all_negative", "advantage", "response_tokens", "generate_status",
+                   "judge_status"]
+        table = ds.dataset([str(p) for p in paths], format="parquet").to_table(columns=columns)
+        kept, _ = apply_filters(
+            table.filter(pa.array(~error_rows(table))), drop_zero_advantage_groups=cfg.drop_zero_advantage_groups,
+            only_all_negative=cfg.only_all_negative, min_response_tokens=cfg.min_response_tokens,
+            max_response_tokens=cfg.max_response_tokens)
+        return choose_test_prompts(kept["prompt_id"], cfg.test_size, cfg.split_seed)
+
+    def statistics(self, shard_stats: list[dict]) -> dict:
+        stats = dict(StageFiles(self.run, "score").manifest()["statistics"])
+        stats["export"] = {key: value for key, value in shard_stats[0].items() if key != "tally"}
+        return stats
 
     def _recipe_of_run(self) -> dict:
         """The configuration every stage actually ran with, as one recipe."""
@@ -101,13 +127,13 @@ class ExportStage(Stage):
         tree["export"] = self.recipe.export.model_dump()
         return tree
 
-    def _write_card(self, folder: Path, table: pa.Table, views: dict[str, list[str]], counts: dict) -> None:
+    def _write_card(self, folder: Path, plotted: pa.Table, views: dict[str, list[str]], counts: dict) -> None:
+        """The card and its plots; `plotted` is the scored rows' PLOT_COLUMNS and `n_steps`."""
         from sgpo_data.card import render_card
         from sgpo_data.report import make_plots
 
         stats = StageFiles(self.run, "score").manifest()["statistics"]
-        scored = table.filter(pa.array(~error_rows(table)))
-        plots = make_plots(scored, stats, folder / "plots")
+        plots = make_plots(plotted, stats, folder / "plots")
         relative = {stem: f"plots/{path.name}" for stem, path in plots.items()}
         (folder / "README.md").write_text(render_card(self.run, views, relative, license=self.recipe.export.license,
                                                       export_counts=counts, language=self.recipe.export.language))
@@ -119,16 +145,56 @@ def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:
     return [conversation(generate, problem) for problem in table["problem"].to_pylist()]
 
 
-def _save_hf(splits: dict[str, pa.Table], target: Path, fingerprint: str) -> None:
-    """A DatasetDict saved to disk. The fingerprint is the view's identity (its source run, the export config and
-    the view), given so that `datasets` does not hash the whole table to make one."""
+class _Writers:
+    """One Parquet file per view and split, written a part at a time; then, for format `hf`, a DatasetDict per view
+    saved to disk from those files (datasets converts them in batches and fingerprints them by file, so no table
+    is held whole or hashed)."""
+
+    def __init__(self, folder: Path, formats: list[str]):
+        self.folder, self.formats = folder, formats
+        self.files: dict[tuple[str, str], pq.ParquetWriter] = {}
+        self.staging = folder / ".views.tmp"
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def path(self, view: str, split: str) -> Path:
+        return self.staging / view / f"{split}-00000-of-00001.parquet"
+
+    def write(self, view: str, split: str, table: pa.Table) -> None:
+        if (view, split) not in self.files:
+            self.path(view, split).parent.mkdir(parents=True, exist_ok=True)
+            self.files[view, split] = pq.ParquetWriter(self.path(view, split), table.schema)
+        writer = self.files[view, split]
+        if table.num_rows:  # no empty row groups: datasets sizes its batches by the first one
+            writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
+
+    def close(self) -> None:
+        """Close the files and move every view into place."""
+        for writer in self.files.values():
+            writer.close()
+        views = sorted({view for view, _ in self.files})
+        if "hf" in self.formats:
+            for view in views:
+                splits = {split: self.path(view, split) for v, split in self.files if v == view}
+                _save_hf(splits, self.folder / "hf" / view)
+        for view in views:
+            shutil.rmtree(self.folder / view, ignore_errors=True)
+            if "parquet" in self.formats:
+                os.replace(self.staging / view, self.folder / view)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _save_hf(splits: dict[str, Path], target: Path) -> None:
+    """A DatasetDict saved to disk, built from the view's Parquet files through a cache folder of its own."""
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
     disable_progress_bars()
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    DatasetDict({split: Dataset(t, fingerprint=hash_json([fingerprint, split]))
-                 for split, t in splits.items()}).save_to_disk(str(staging))
+    cache = target.with_name(target.name + ".cache")
+    datasets = {split: Dataset.from_parquet(str(path), cache_dir=str(cache), split=split)
+                for split, path in sorted(splits.items())}
+    DatasetDict(datasets).save_to_disk(str(staging))
     shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)

@@ -25,7 +25,7 @@ from sgpo_data.prompts import conversation
 from sgpo_data.pipeline.cache import CallCache, request_key
 from sgpo_data.pipeline.folder import add_counts
 from sgpo_data.backends.base import Request
-from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput
+from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, shard_per_part
 from sgpo_data.pipeline.stream import ShardJob, StreamingStage
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import GENERATE_SCHEMA, JUDGE_FIELDS, JUDGE_SCHEMA, JudgeStatus
@@ -56,11 +56,7 @@ class JudgeStage(StreamingStage):
         return {"judge": judge}
 
     def plan(self, upstream: StageFiles) -> tuple[list[Shard], str]:
-        shards = []
-        for i in range(upstream.manifest()["num_shards"]):
-            marker = upstream.read_marker(i)
-            shards.append(Shard(i, marker["output"], marker["rows"], paths=[upstream.part(i)]))
-        return shards, upstream.manifest()["identity"]
+        return shard_per_part(upstream), upstream.manifest()["identity"]
 
     def open(self, run) -> None:
         super().open(run)  # check() has run: the runner calls it first
@@ -100,9 +96,9 @@ class JudgeStage(StreamingStage):
         loaded = self._judge.loaded_model_name() if self._judge is not None else None
         return loaded or cfg.model or _default_name(cfg)
 
-    def statistics(self, table: pa.Table, shard_stats: list[dict]) -> dict:
+    def statistics(self, shard_stats: list[dict]) -> dict:
         found = add_counts(stats.get("errors_found_by", {}) for stats in shard_stats)
-        return {**super().statistics(table, shard_stats), "errors_found_by": found}
+        return {**super().statistics(shard_stats), "errors_found_by": found}
 
 
 class _JudgeJob(ShardJob):
@@ -118,8 +114,7 @@ class _JudgeJob(ShardJob):
         if missing:
             raise SgpoError(f"judge {stage.recipe.judge.name}: {shard.where} has no column {missing[0]!r} to read "
                             f"labels from; columns: {', '.join(table.column_names)}; set judge.options.column")
-        responses = table["response"].to_pylist()
-        self.steps = [stage.segmenter.split(text) if text is not None else [] for text in responses]
+        self.steps = stage.segmenter.split_many(table["response"]).to_pylist()
         self.answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
         graded = table["is_correct"].to_pylist()
         correct = np.array([c is True for c in graded], dtype=bool)
