@@ -146,6 +146,14 @@ def test_shards_the_cache_answered_need_no_engine():
     assert out[1][3] == {"answers": ["cached-1-3"]}
 
 
+def test_shards_that_need_no_request_are_finished_one_at_a_time():
+    # A local judge or a fully cached rerun: a shard is yielded (and written) before the next one is loaded.
+    jobs = [ToyJob(i, cached=True) for i in range(3)]
+    for shard, _ in stream_shards(iter(jobs), lambda: None, 4):
+        assert [job.opened for job in jobs] == [i <= shard.index for i in range(3)]
+        assert jobs[shard.index].closed == 1
+
+
 def test_cached_and_uncached_shards_mix():
     backend = ShuffledBackend()
     out = run([ToyJob(0, cached=True), ToyJob(1), ToyJob(2, cached=True)], backend)

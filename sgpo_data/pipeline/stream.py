@@ -53,8 +53,7 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
     broken: set[ShardJob] = set()
 
     def source() -> Iterator[Request]:
-        for job in jobs:
-            requests = job.requests()
+        for job, requests in _with_requests(first_job, first_requests, jobs):
             for request in requests:
                 request.tag = (job, request.tag)
             if requests:
@@ -73,13 +72,20 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
             advance(job.shard.rows)
             yield job.shard, output
 
+    jobs = iter(jobs)
+    first_job, first_requests = None, []
+    for job in jobs:  # shards that need no request (decided locally, or cached) are done one at a time
+        first_requests = job.requests()
+        if first_requests:
+            first_job = job
+            break
+        ready.append(job)
+        yield from finished(wait=True)
+    if first_job is None:
+        return
+
     feed, fatal = Feed(source()), None
     try:
-        first = feed.pop()
-        if first is None:
-            yield from finished(wait=True)
-            return
-        feed.push_front([first])
         for request, result in backend().stream(feed, max_in_flight):
             job, request.tag = request.tag
             outstanding[job] -= 1
@@ -106,6 +112,13 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
             job.close()
     if fatal:
         raise fatal
+
+
+def _with_requests(first: ShardJob, requests: list[Request], jobs: Iterator[ShardJob]):
+    """(job, its requests): the first job's, already asked, then the others'."""
+    yield first, requests
+    for job in jobs:
+        yield job, job.requests()
 
 
 class StreamingStage(Stage):

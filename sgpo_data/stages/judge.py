@@ -114,7 +114,8 @@ class _JudgeJob(ShardJob):
         if missing:
             raise SgpoError(f"judge {stage.recipe.judge.name}: {shard.where} has no column {missing[0]!r} to read "
                             f"labels from; columns: {', '.join(table.column_names)}; set judge.options.column")
-        self.steps = stage.segmenter.split_many(table["response"]).to_pylist()
+        self.steps_column = stage.segmenter.split_many(table["response"])
+        self.steps = self.steps_column.to_pylist()
         self.answered = pc.fill_null(pc.equal(table["generate_status"], "ok"), False).to_numpy(zero_copy_only=False)
         graded = table["is_correct"].to_pylist()
         correct = np.array([c is True for c in graded], dtype=bool)
@@ -122,23 +123,33 @@ class _JudgeJob(ShardJob):
         self.groups = table["prompt_id"].to_pylist()
         self.selected = in_scope(stage.recipe.judge.scope, self.answered, correct, self.groups)
         self.items = _items(table, self.steps, self.selected, judge.columns, stage.recipe.generate)
-        members: dict[str, list[int]] = {}
+        self.members: dict[str, list[int]] = {}
         for i in self.items:
-            members.setdefault(self.groups[i], []).append(i)
-        self.keys = {i: stage.key(item, [self.items[j] for j in members[self.groups[i]]] if judge.grouped else None)
-                     for i, item in self.items.items()}
+            self.members.setdefault(self.groups[i], []).append(i)
+        self.keys: dict[int, str] = {}
         self.verdicts: dict[int, Verdict] = {}
-        for i, key in self.keys.items():
-            if (cached := cache.get(key)) is not None:
-                self.verdicts[i] = Verdict(**cached)
+        # A judge that caches its local decisions (prm) looks them up first; any other judge's cache holds engine
+        # verdicts only, so the rows it decides locally (arith, labels) need no cache key.
+        if judge.caches_decisions:
+            self._look_up(list(self.items))
         left = [i for i in self.items if i not in self.verdicts]
         for i, local in zip(left, judge.decide_many([self.items[i] for i in left])):  # arith, labels, prm: no engine
             if local is not None:
                 self.verdicts[i] = local
                 if judge.caches_decisions and local.status != JudgeStatus.ERROR:
                     cache.put(self.keys[i], local.__dict__)
+        self._look_up([i for i in self.items if i not in self.verdicts and i not in self.keys])
         asked = {i: self.items[i] for i in self.items if i not in self.verdicts}
         self.sessions = Sessions(judge.tasks(asked, {i: self.groups[i] for i in asked}))
+
+    def _look_up(self, rows: list[int]) -> None:
+        """The rows' cache keys, and their cached verdicts."""
+        grouped = self.stage.judge.grouped
+        for i in rows:
+            group = [self.items[j] for j in self.members[self.groups[i]]] if grouped else None
+            self.keys[i] = self.stage.key(self.items[i], group)
+            if (cached := self.cache.get(self.keys[i])) is not None:
+                self.verdicts[i] = Verdict(**cached)
 
     def requests(self) -> list[Request]:
         requests = self.sessions.start()
@@ -171,7 +182,7 @@ class _JudgeJob(ShardJob):
                 found[v.judge or name] = found.get(v.judge or name, 0) + 1
         skipped = np.where(self.answered, JudgeStatus.SKIPPED_CORRECT, JudgeStatus.SKIPPED_NO_RESPONSE)
         skipped[self.answered & ~self.selected & self.wrong] = JudgeStatus.SKIPPED_SCOPE
-        table = _with_verdicts(self.table, self.steps, self.verdicts, skipped, name)
+        table = _with_verdicts(self.table, self.steps_column, self.verdicts, skipped, name)
         return ShardOutput(table, {"usage": usage, "errors_found_by": found})
 
     def close(self) -> None:
@@ -202,7 +213,7 @@ def _default_name(cfg) -> str | None:
     return resolve_model(None)[1] if cfg.backend == "transformers" else None
 
 
-def _with_verdicts(table: pa.Table, steps, verdicts: dict[int, Verdict], skipped, judge_name) -> pa.Table:
+def _with_verdicts(table: pa.Table, steps: pa.ListArray, verdicts: dict[int, Verdict], skipped, judge_name) -> pa.Table:
     """The judge columns: a verdict's, or for a row not judged the reason (`skipped`)."""
     v = [verdicts.get(i) for i in range(table.num_rows)]
     columns = {
