@@ -1,16 +1,23 @@
-"""Outcome grading with math-verify, with a per-row timeout that also works outside the main thread.
+"""Outcome grading with math-verify, at bulk speed and with an exact per-row timeout.
 
-math-verify's own timeouts use `signal.alarm`, which only works in the main thread, so they are disabled
-here; instead the symbolic work runs in one spawned worker process, and a row that runs past `timeout_s`
-gets the worker terminated (a fresh one is started for the next row) and status `timeout`.
+Each row is decided by the cheapest step that can:
+1. `fast_verdict`, pure Python in the calling process: identical answers, and plain numbers (`42`, `1,000`,
+   `-3.5`, `\\frac{3}{2}`, `3/2`, `$` around) compared exactly. It answers only where math-verify agrees and
+   leaves everything else to it;
+2. the verdicts math-verify already gave for the same (answer, reference) pair in this grader's lifetime;
+3. math-verify in spawned worker processes, one per CPU (`workers.py`). math-verify's own timeouts use
+   `signal.alarm`, which only works in the main thread and cannot stop work stuck in C code, so they are
+   disabled and the pool times each row: a row that runs past `timeout_s` gets status `timeout` and only its
+   worker is replaced.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import multiprocessing
 import re
-from multiprocessing.pool import Pool
+from collections import OrderedDict
+from fractions import Fraction
 from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,20 +26,28 @@ from sgpo_data.errors import SgpoError
 from sgpo_data.graders import GRADERS
 from sgpo_data.graders.base import Grader, GradeResult
 from sgpo_data.graders.extract import extract_answer
+from sgpo_data.graders.workers import WorkerPool, available_cpus
 from sgpo_data.schema import GradeStatus
-
-_WARMUP_TIMEOUT_S = 60.0  # a fresh spawned worker imports sympy + math-verify: seconds, not milliseconds
 
 
 def verify_answer(reference: str, predicted: str) -> bool:
     """Runs in the worker: does `predicted` equal `reference` mathematically?"""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    gold = parse("\\boxed{" + reference + "}", parsing_timeout=None)
+    gold = _parse(reference)
     if not gold:  # math-verify cannot read the reference (free text, odd notation): compare as strings
         return _normalise(reference) == _normalise(predicted)
-    pred = parse("\\boxed{" + predicted + "}", parsing_timeout=None)
-    return bool(verify(gold, pred, timeout_seconds=None))
+    return bool(verify(gold, _parse(predicted), timeout_seconds=None))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(answer: str) -> list:
+    """math-verify's reading of an answer. Parsing is most of a row's time (verify is a tenth of it) and a
+    reference comes back for every sample of its prompt, so each worker keeps what it parsed; verify does not
+    modify what it is given."""
+    from math_verify import parse
+
+    return parse("\\boxed{" + answer + "}", parsing_timeout=None)
 
 
 def _normalise(s: str) -> str:
@@ -48,11 +63,63 @@ def _warm_worker() -> None:
     math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 
 
+# A plain number as math-verify reads it: an integer (thousands separated by `,` or `{,}` in groups of three;
+# "1,23" is the set {1, 23} to math-verify), a decimal, \frac{a}{b} (also \dfrac, \tfrac) or a/b.
+_NUMBER_RE = re.compile(
+    r"(?P<sign>[-+]?)(?:"
+    r"(?P<int>\d+|\d{1,3}(?:(?:,|\{,\})\d{3})+)(?:\.(?P<decimals>\d+))?"
+    r"|\.(?P<only_decimals>\d+)"
+    r"|\\[dt]?frac\{(?P<num>-?\d+)\}\{(?P<den>\d+)\}"
+    r"|(?P<slash_num>\d+)/(?P<slash_den>\d+))"
+)
+DEFAULT_MAX_WORKERS = 8  # on a large node, one sympy process per core would cost GBs for no gain in a stage
+_MAX_DIGITS = 15  # beyond this sympy's floats (15 significant digits) may round: leave those to math-verify
+_FLOAT_GAP = 1e-4  # math-verify rounds floats to 6 decimals (1/3 == 0.333333): a closer pair is left to it
+
+
+def _as_number(s: str) -> tuple[Fraction, bool] | None:
+    """`s` as an exact number if it is a plain one, with whether it is written as an integer; else None."""
+    s = s.strip().strip("$").strip()
+    m = _NUMBER_RE.fullmatch(s)
+    if m is None or sum(c.isdigit() for c in s) > _MAX_DIGITS:
+        return None
+    sign = -1 if m["sign"] == "-" else 1
+    if m["int"] is not None:
+        digits = m["int"].replace("{,}", "").replace(",", "")
+        if m["decimals"] is None:
+            return sign * Fraction(int(digits)), True
+        return sign * Fraction(f"{digits}.{m['decimals']}"), False
+    if m["only_decimals"] is not None:
+        return sign * Fraction(f"0.{m['only_decimals']}"), False
+    num, den = (m["num"], m["den"]) if m["num"] is not None else (m["slash_num"], m["slash_den"])
+    return (sign * Fraction(int(num), int(den)), False) if int(den) else None
+
+
+def fast_verdict(reference: str, predicted: str) -> bool | None:
+    """The verdict `verify_answer` would give, where it is certain without sympy; None where it is not."""
+    if reference.strip() == predicted.strip():
+        return True  # math-verify also compares the extracted strings, and identical ones are equal
+    a, b = _as_number(reference), _as_number(predicted)
+    if a is None or b is None:
+        return None
+    (x, x_is_int), (y, y_is_int) = a, b
+    if x == y:
+        return True
+    if x_is_int and y_is_int:
+        return False  # sympy compares integers exactly
+    return False if abs(x - y) > _FLOAT_GAP * max(1, abs(x), abs(y)) else None
+
+
 class MathVerifyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    timeout_s: float = Field(5.0, gt=0, description="per-row time limit for extraction + verification")
+    timeout_s: float = Field(5.0, gt=0, description="per-row time limit for math-verify's comparison")
     last_number_fallback: bool = Field(True, description="use the response's last number when no answer marker is found")
+    workers: int | None = Field(None, ge=1, description="math-verify worker processes (about 110 MB each); default: "
+                                "one per CPU this process may use, at most 8")
+    cache_size: int = Field(
+        100_000, ge=0, description="verdicts of repeated (answer, reference) pairs kept for reuse; 0: no cache"
+    )
 
 
 @GRADERS.register("math_verify", options=MathVerifyOptions)
@@ -61,79 +128,75 @@ class MathVerifyGrader(Grader):
 
     A missing reference gives `no_reference` (verdict null); a response with no answer is wrong
     (`no_answer`, verdict False); a row that runs past `timeout_s` or raises gives `timeout` / `error`
-    with a null verdict. `_work_fn` replaces `verify_answer` for fault-injection tests only; it must be
-    a picklable module-level function.
+    with a null verdict. `_work_fn` replaces `verify_answer` for fault-injection tests only (then every row
+    goes to it: no fast path); it must be a picklable module-level function.
     """
 
     def __init__(
         self,
         timeout_s: float = 5.0,
         last_number_fallback: bool = True,
+        workers: int | None = None,
+        cache_size: int = 100_000,
         _work_fn: Callable[[str, str], bool] = verify_answer,
     ):
         if importlib.util.find_spec("math_verify") is None:
             raise SgpoError(
                 "grader 'math_verify' needs math-verify; install it: pip install 'math-verify[antlr4_13_2]'"
             )
-        self.timeout_s = timeout_s
         self.last_number_fallback = last_number_fallback
-        self._work_fn = _work_fn
-        self._pool: Pool | None = None
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()  # least recently used first
+        self._fast = fast_verdict if _work_fn is verify_answer else None
+        self._pool = WorkerPool(
+            _work_fn, _warm_worker, workers or min(available_cpus(), DEFAULT_MAX_WORKERS), timeout_s,
+            name="grader 'math_verify'", hint="check that math-verify imports",
+        )
 
     def grade(self, responses: list[str], references: list[str | None]) -> list[GradeResult]:
         if len(responses) != len(references):
             raise SgpoError(
                 f"grader: {len(responses)} responses but {len(references)} references; pass one per row"
             )
-        results = []
-        for response, reference in zip(responses, references):
+        results: list[GradeResult | None] = []
+        to_verify: dict[tuple[str, str], list[int]] = {}  # each distinct pair goes to math-verify once
+        for i, (response, reference) in enumerate(zip(responses, references)):
             pred = extract_answer(response or "", self.last_number_fallback)
-            if reference is None or not reference.strip():
+            reference = (reference or "").strip()
+            if not reference:
                 results.append(GradeResult(pred, None, GradeStatus.NO_REFERENCE))
             elif pred is None:
                 results.append(GradeResult(None, False, GradeStatus.NO_ANSWER))
+            elif (verdict := self._known_verdict(reference, pred)) is not None:
+                results.append(GradeResult(pred, verdict, GradeStatus.OK))
             else:
-                results.append(self._verify(reference.strip(), pred))
-        return results
+                results.append(None)
+                to_verify.setdefault((reference, pred), []).append(i)
+        pairs = list(to_verify)
+        for pair, (status, verdict) in zip(pairs, self._pool.run(pairs)):
+            ok = status == GradeStatus.OK
+            if ok:
+                self._remember(pair, bool(verdict))
+            for i in to_verify[pair]:
+                results[i] = GradeResult(pair[1], bool(verdict) if ok else None, status)
+        return results  # type: ignore[return-value]
 
-    def _verify(self, reference: str, pred: str) -> GradeResult:
-        # One task per row: the symbolic work (~1 ms a row) dwarfs the round trip to the worker, so
-        # queueing rows ahead measured no faster, and one task per row times each row exactly.
-        task = self._warm_pool().apply_async(self._work_fn, (reference, pred))
-        try:
-            return GradeResult(pred, bool(task.get(timeout=self.timeout_s)), GradeStatus.OK)
-        except multiprocessing.TimeoutError:
-            self._terminate()  # the worker may stay stuck in sympy for hours: replace it
-            return GradeResult(pred, None, GradeStatus.TIMEOUT)
-        except Exception:  # noqa: BLE001 - a bad row is data, not a crash
-            return GradeResult(pred, None, GradeStatus.ERROR)
+    def _known_verdict(self, reference: str, pred: str) -> bool | None:
+        if self._fast is not None and (verdict := self._fast(reference, pred)) is not None:
+            return verdict
+        verdict = self._cache.get((reference, pred))
+        if verdict is not None:
+            self._cache.move_to_end((reference, pred))
+        return verdict
 
-    def _warm_pool(self) -> Pool:
-        """The worker pool, started on first use (and after a timeout) and warmed before any row is
-        timed: a fresh spawned worker spends a while importing sympy, which must not count as a row's
-        time. A worker that cannot start at all is a broken environment, not a bad row."""
-        if self._pool is None:
-            pool = multiprocessing.get_context("spawn").Pool(1)
-            try:
-                pool.apply_async(_warm_worker).get(timeout=_WARMUP_TIMEOUT_S)
-            except Exception as e:
-                pool.terminate()
-                raise SgpoError(
-                    f"grader 'math_verify': its worker process did not start ({type(e).__name__}: {e}); "
-                    "check that math-verify imports, and that a script using the grader runs its code "
-                    "under `if __name__ == '__main__':` (the worker is spawned and re-imports it)"
-                ) from e
-            self._pool = pool
-        return self._pool
+    def _remember(self, pair: tuple[str, str], verdict: bool) -> None:
+        if self.cache_size:
+            self._cache[pair] = verdict
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def warm(self) -> None:
-        self._warm_pool()
-
-    def _terminate(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        self._pool.start()
 
     def close(self) -> None:
-        self._terminate()
+        self._pool.close()
