@@ -29,8 +29,22 @@ ProgressOpt = Annotated[float, typer.Option(
 def _fail(exc: Exception) -> NoReturn:
     from sgpo_data_cli.render import console
 
-    console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
+    message = " ".join(line.strip() for line in str(exc).splitlines()) or type(exc).__name__  # always one line
+    console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
     raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE))
+
+
+def _check_out(out: Path) -> None:
+    """--out is a folder, or a path where one can be made: not a file, nor inside one."""
+    for path in (out, *out.parents):
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # e.g. a name too long for the filesystem
+            raise SgpoError(f"--out {str(out)[:200]}: {exc.strerror or exc}; pass a folder") from None
+        if exists:
+            if not is_dir:
+                raise SgpoError(f"--out {out}: {path} is a file, not a folder; pass a folder (it is made if missing)")
+            return
 
 
 def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: list[str] | None, overwrite: bool,
@@ -47,6 +61,7 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
 
         check_recipe(recipe, stages)
         spec = ShardSpec.parse(shard)
+        _check_out(out)
         runner = get_executor(executor, recipe.ray, ray_address)
         results = []
         with RunLock(out, spec.index, spec.count), progress_bar() as bar:

@@ -21,7 +21,14 @@ def validate_options(model: type[BaseModel], values: dict, key: str) -> BaseMode
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise SgpoError(f"invalid recipe key '{key}.{field}': {err['msg']} (got {err.get('input')!r})") from None
+        raise SgpoError(f"invalid recipe key {f'{key}.{field}'!r}: {err['msg']} (got {_short(err.get('input'))})") \
+            from None
+
+
+def _short(value, limit: int = 200) -> str:
+    """A value's repr for a one-line message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def identity(options: BaseModel) -> dict:
@@ -229,14 +236,53 @@ class Recipe(_Strict):
     ray: RayConfig = RayConfig()
 
 
+MAX_VALUES, MAX_DEPTH = 100_000, 64  # far beyond any real recipe; a YAML alias bomb or a runaway nesting is not one
+
+
 def _set_dotted(tree: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise SgpoError(f"--set {dotted}: {part!r} is not a section")
+            raise SgpoError(f"--set {_short(dotted, 80)}: {_short(part, 80)} is not a section")
     node[leaf] = value
+
+
+def _parse_yaml(text: str, where: str):
+    """`text` parsed as YAML; any failure of the parser (syntax, a tag it will not build, an integer too long to
+    convert, nesting too deep for it) is one line naming `where`."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise SgpoError(f"{where} is nested too deeply to be a recipe; a recipe is a few levels of sections and keys") \
+            from None
+    except Exception as exc:  # yaml.YAMLError, and the ValueError of a constructor (e.g. a 5000-digit number)
+        mark = getattr(exc, "problem_mark", None)
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem and mark is not None:
+            detail = f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+        else:
+            detail = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+        raise SgpoError(f"{where} is not valid YAML: {detail}") from None
+
+
+def _check_size(tree, where: str) -> None:
+    """Refuse a tree that would expand past MAX_VALUES values or MAX_DEPTH levels (YAML aliases are counted each
+    time they are used, so a "billion laughs" document is refused after MAX_VALUES steps, not expanded)."""
+    stack, count = [(tree, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise SgpoError(f"{where} expands to more than {MAX_VALUES} values (YAML anchors and aliases nested in "
+                            "each other?); write the recipe out plainly")
+        if depth > MAX_DEPTH:
+            raise SgpoError(f"{where} is nested more than {MAX_DEPTH} levels deep; a recipe is a few levels of "
+                            "sections and keys")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend((child, depth + 1) for child in node)
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
@@ -246,22 +292,33 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Re
     if path is not None:
         path = Path(path)
         where = str(path)
-        if not path.is_file():
-            raise SgpoError(f"recipe {path} not found; pass an existing YAML file (see recipes/)")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SgpoError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            text = path.read_text(encoding="utf-8") if path.is_file() else None
+        except UnicodeDecodeError as exc:
+            raise SgpoError(f"recipe {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 "
+                            "YAML") from None
+        except OSError as exc:  # unreadable, or a name too long for the filesystem
+            raise SgpoError(f"recipe {str(path)[:200]} could not be read ({exc.strerror or exc}); check the file") \
+                from None
+        if text is None:
+            raise SgpoError(f"recipe {path} not found; pass an existing YAML file (see recipes/)")
+        tree = _parse_yaml(text, f"recipe {path}") or {}
         if not isinstance(tree, dict):
             raise SgpoError(f"recipe {path} must be a mapping of sections (data, generate, judge, ...)")
     for item in overrides:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise SgpoError(f"--set {item!r}: expected dotted.key=value, e.g. --set generate.sampling.num_samples=8")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        if not all(part.strip() for part in key.split(".")):
+            raise SgpoError(f"--set {item!r}: the key {key!r} has an empty part; expected dotted.key=value, e.g. "
+                            "--set generate.sampling.num_samples=8")
+        _set_dotted(tree, key, _parse_yaml(raw, f"--set {_short(item, 80)}: the value"))
+    _check_size(tree, ("defaults" if path is None else f"recipe {path}") + (" with --set" if overrides else ""))
     try:
         return Recipe.model_validate(tree)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise SgpoError(f"{where}: invalid recipe key {key!r}: {err['msg']} (got {err.get('input')!r})") from None
+        raise SgpoError(f"{where}: invalid recipe key {key!r}: {err['msg']} (got {_short(err.get('input'))})") \
+            from None

@@ -39,15 +39,34 @@ class StageFiles:
     def cache_path(self, shard: int) -> Path:
         return self.run / "cache" / self.stage / f"part-{shard:05d}.sqlite"
 
+    @property
+    def redo(self) -> str:
+        """How to remake this stage's folder, for messages about a damaged one."""
+        return f"delete {self.dir} and rerun `sgpo-data {self.stage} --out {self.run}`"
+
     def manifest(self) -> dict | None:
-        return json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else None
+        """The stage's manifest, or None when it has none; a damaged one (truncated, edited) is one error naming it."""
+        if not self.manifest_path.is_file():
+            if self.manifest_path.exists():
+                raise SgpoError(f"{self.manifest_path} is not a file; {self.redo}")
+            return None
+        manifest = _read_json(self.manifest_path, "manifest", MANIFEST_KEYS, self.redo)
+        if manifest.get("status") == "complete" and (missing := [k for k in COMPLETE_KEYS if k not in manifest]):
+            raise SgpoError(f"{self.manifest_path}: the manifest of a complete stage lacks {', '.join(missing)} "
+                            f"(damaged or edited?); {self.redo}")
+        shards = manifest["num_shards"]
+        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 0:
+            raise SgpoError(f"{self.manifest_path}: num_shards is {shards!r}, not a shard count (damaged or "
+                            f"edited?); {self.redo}")
+        return manifest
 
     def read_marker(self, shard: int) -> dict | None:
         """The shard's marker, or None when the shard is not finished (a part without marker is not trusted)."""
         marker = self.marker(shard)
         if not (marker.is_file() and self.part(shard).is_file()):
             return None
-        return json.loads(marker.read_text())
+        return _read_json(marker, "completion marker", MARKER_KEYS,
+                          f"delete it (the shard is redone) and rerun `sgpo-data {self.stage} --out {self.run}`")
 
     def is_complete(self) -> bool:
         manifest = self.manifest()
@@ -60,8 +79,9 @@ class StageFiles:
         return [i for i in range(manifest["num_shards"]) if self.read_marker(i) is None]
 
     def require_complete(self) -> None:
-        """Fail with one line naming what is missing and what to run."""
+        """Fail with one line naming what is missing and what to run, or a part that is not a Parquet file."""
         if self.is_complete():
+            self.check_parts()
             return
         fix = f"run `sgpo-data {self.stage} --out {self.run}` first"
         missing = self.missing_shards()
@@ -74,6 +94,18 @@ class StageFiles:
     def parts(self) -> list[Path]:
         return [self.part(i) for i in range(self.manifest()["num_shards"])]
 
+    def check_parts(self) -> None:
+        """Every part is there and ends in a Parquet footer (a truncated or replaced file fails here, by name,
+        instead of deep inside a reader)."""
+        import pyarrow.parquet as pq
+
+        for part in self.parts():
+            try:
+                pq.read_metadata(part)
+            except Exception as exc:  # FileNotFoundError, ArrowInvalid, OSError: all mean the part is unusable
+                raise SgpoError(f"{part} is missing or not a readable Parquet file ({_first_line(exc)}); "
+                                f"{self.redo}") from None
+
     def dataset(self):
         """The stage's rows as one pyarrow dataset over its parts, in shard order."""
         import pyarrow.dataset as ds
@@ -83,7 +115,19 @@ class StageFiles:
     def read(self) -> pa.Table:
         """Every row of a complete stage; fails with what to run otherwise."""
         self.require_complete()
-        return self.dataset().to_table()
+        try:
+            return self.dataset().to_table()
+        except (pa.ArrowException, OSError) as exc:  # a part damaged past its footer: name the first such part
+            import pyarrow.parquet as pq
+
+            where, reason = self.dir, _first_line(exc)
+            for part in self.parts():
+                try:
+                    pq.read_table(part)
+                except (pa.ArrowException, OSError) as part_exc:
+                    where, reason = part, _first_line(part_exc)
+                    break
+            raise SgpoError(f"{where} could not be read ({reason}); {self.redo}") from None
 
     def output_fingerprint(self) -> str:
         return self.manifest()["output_fingerprint"]
@@ -117,4 +161,32 @@ def export_view(run: str | Path, view: str, split: str = "train") -> pa.Table:
     if not files:
         raise SgpoError(f"{export.dir} has no {view!r} view with a {split!r} split; export it "
                         f"(sgpo-data export --out {export.run} --format {view}) or pass its Parquet files")
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    try:
+        return pa.concat_tables([pq.read_table(f) for f in files])
+    except (pa.ArrowException, OSError) as exc:
+        raise SgpoError(f"{export.dir}/{view}: a {split!r} file could not be read ({_first_line(exc)}); "
+                        f"{export.redo}") from None
+
+
+MANIFEST_KEYS = ("stage", "status", "config", "input_fingerprint", "identity", "num_shards")
+COMPLETE_KEYS = ("rows", "errors", "statistics", "output_fingerprint")
+MARKER_KEYS = ("rows", "errors", "input", "output")
+
+
+def _read_json(path: Path, what: str, keys: tuple[str, ...], fix: str) -> dict:
+    """A run folder's JSON record (a manifest, a marker): an object with `keys`, or one error naming the file."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else _first_line(exc)
+        raise SgpoError(f"{path}: the {what} is not readable JSON ({reason}; truncated or damaged?); {fix}") from None
+    if not isinstance(record, dict):
+        raise SgpoError(f"{path}: the {what} is not a JSON object (damaged or edited?); {fix}")
+    if missing := [key for key in keys if key not in record]:
+        raise SgpoError(f"{path}: the {what} lacks {', '.join(missing)} (damaged or edited?); {fix}")
+    return record
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

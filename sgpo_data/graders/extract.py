@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import re
 
+# Every pattern here runs in time linear in the text (no nested quantifiers over the same characters), and
+# every loop below visits each character a bounded number of times: responses are untrusted and can be long.
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(?=\{)|\\boxed[ \t]+(?=[^\s{$])")
+_BOX_TOKEN_RE = re.compile(r"[^\s$]+")
+_BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character (\{, \}, \\) or a brace
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 # "(the|final) answer is" or "answer:"; markdown bold around the label ("**Final Answer:** 4") is fine.
-# The answer may start on the next line ("Final answer:\n42"). It is read in a lookahead so that a later
+# The answer may start on the next line ("Final answer:\n42"). The label alone is matched, so that a later
 # phrase on the same line ("the answer is 1. No, the answer is 2.") is still found.
 _PHRASE_RE = re.compile(
-    r"(?:\b(?:final|the)\s+answer\s*(?:\*\*)?\s*(?:is\b|:)|\banswer\s*(?:\*\*)?\s*:)[\s:*]*(?=([^\n]*))",
+    r"(?:\b(?:final|the)\s+answer\s*(?:\*\*\s*)?(?:is\b|:)|\banswer\s*(?:\*\*\s*)?:)[\s:*]*",
     re.IGNORECASE,
 )
-_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)")  # a period that ends a sentence, not the one in 3.5
+# The answer after a label: up to the end of its sentence (a period before whitespace or the end of the text,
+# not the one in 3.5) or of its line.
+_PHRASE_ANSWER_RE = re.compile(r"[^\n]*?(?=\.(?:\s|\Z)|\n|\Z)")
 _NUMBER_RE = re.compile(
     r"(?:(?<![\w)\]}])-)?"  # a minus sign, unless it is a binary minus as in 5-3 or x-1
     r"(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
@@ -44,35 +50,33 @@ def extract_answer(text: str, last_number_fallback: bool = True) -> str | None:
 
 def _last_boxed(text: str) -> str | None:
     """Content of the last box; a box nested inside another counts as part of the outer one."""
-    found, pos = None, 0
+    found, pos, closing = None, 0, None
     while (m := _BOX_RE.search(text, pos)) is not None:
         if text[m.end() : m.end() + 1] == "{":
-            close = _matching_brace(text, m.end())
+            if closing is None:
+                closing = _closing_braces(text)
+            close = closing.get(m.end())
             if close is None:  # unbalanced (e.g. a truncated response): look for a later box
                 pos = m.end()
                 continue
             found, pos = text[m.end() + 1 : close], close + 1
         else:  # "\boxed 5": one token
-            token = re.match(r"[^\s$]+", text[m.end() :]).group(0)
-            found, pos = token, m.end() + len(token)
+            token = _BOX_TOKEN_RE.match(text, m.end())
+            found, pos = token.group(0), token.end()
     return found
 
 
-def _matching_brace(text: str, open_idx: int) -> int | None:
-    depth, i = 0, open_idx
-    while i < len(text):
-        c = text[i]
-        if c == "\\":  # an escaped character (\{, \}, \\) never opens or closes a group
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
+def _closing_braces(text: str) -> dict[int, int]:
+    """The index of each `{`'s matching `}`, in one pass over the text; an escaped character (\\{, \\}, \\\\) never
+    opens or closes a group, and a `{` that is never closed has no entry."""
+    closing, opened = {}, []
+    for m in _BRACE_RE.finditer(text):
+        brace = m.group()
+        if brace == "{":
+            opened.append(m.start())
+        elif brace == "}" and opened:
+            closing[opened.pop()] = m.start()
+    return closing
 
 
 def _last_hashes(text: str) -> str | None:
@@ -82,22 +86,40 @@ def _last_hashes(text: str) -> str | None:
 
 def _last_phrase(text: str) -> str | None:
     for m in reversed(list(_PHRASE_RE.finditer(text))):
-        answer = _SENTENCE_END_RE.split(m.group(1), maxsplit=1)[0]
+        answer = _PHRASE_ANSWER_RE.match(text, m.end()).group(0)
         if _clean(answer):
             return answer
     return None
+
+
+_WRAPS = ("**", "\\(", "\\)", "\\[", "\\]")
 
 
 def _clean(answer: str | None) -> str | None:
     """Strip whitespace, `$`, `**`, `\\(`/`\\)` and a sentence's final period from both ends."""
     if answer is None:
         return None
-    prev = None
-    while prev != answer:
-        prev = answer
-        answer = answer.strip().strip("$").removeprefix("\\$").rstrip(".")
-        for wrap in ("**", "\\(", "\\)", "\\[", "\\]"):
-            answer = answer.removeprefix(wrap).removesuffix(wrap)
+    start, end, prev = 0, len(answer), None  # the answer is answer[start:end]: nothing is copied until the end
+    while prev != (start, end):
+        prev = start, end
+        while start < end and answer[start].isspace():
+            start += 1
+        while end > start and answer[end - 1].isspace():
+            end -= 1
+        while start < end and answer[start] == "$":
+            start += 1
+        while end > start and answer[end - 1] == "$":
+            end -= 1
+        if answer.startswith("\\$", start, end):
+            start += 2
+        while end > start and answer[end - 1] == ".":
+            end -= 1
+        for wrap in _WRAPS:
+            if answer.startswith(wrap, start, end):
+                start += len(wrap)
+            if answer.endswith(wrap, start, end):
+                end -= len(wrap)
+    answer = answer[start:end]
     if _THOUSANDS_RE.fullmatch(answer):  # "1,234" is one number, not a pair
         answer = answer.replace(",", "")
     return answer or None

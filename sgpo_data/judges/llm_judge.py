@@ -83,8 +83,9 @@ def load_template(name: str = "first_error.txt", path: str | None = None, mode: 
 
 
 # Tag-like text: <system>, </b>, <br/>, and any spelling of a step tag (< step_1 >, </STEP 2>); "x < y and z > 2"
-# is not a tag (no name right after "<").
-_TAG_RE = re.compile(r"</?[A-Za-z_][\w:.-]*(?:\s[^<>\n]*)?/?>|<\s*/?\s*step[^<>\n]*>", re.IGNORECASE)
+# is not a tag (no name right after "<"). No two quantifiers compete for the same characters (as `\s*/?\s*` would
+# on "<" and a long run of spaces), so the time stays linear in the response's length.
+_TAG_RE = re.compile(r"</?[A-Za-z_][\w:.-]*(?:\s[^<>\n]*)?/?>|<\s*(?:/\s*)?step[^<>\n]*>", re.IGNORECASE)
 _HEADING_RE = re.compile(r"^([^\S\n]*)(#+)", re.MULTILINE)  # "## Task" at a line start
 
 

@@ -10,6 +10,15 @@ from sgpo_data.schema import JudgeStatus
 
 _INTEGER = re.compile(r"-?\d+")
 _GROUP_LINE = re.compile(r"response_(\d+)\s*:\s*(-?\d+)\.?")
+_MAX_DIGITS = 18  # a longer number is no step index (and past 4300 digits int() itself refuses it)
+
+
+def _index(text: str) -> int | None:
+    """The integer `text` (already matched by -?\\d+), or None when it is too long to be an index."""
+    digits = text.lstrip("-").lstrip("0") or "0"
+    if len(digits) > _MAX_DIGITS:
+        return None
+    return -int(digits) if text.startswith("-") else int(digits)
 
 
 def parse_first_error(raw: str | None, num_steps: int) -> Verdict:
@@ -17,8 +26,8 @@ def parse_first_error(raw: str | None, num_steps: int) -> Verdict:
     text = (raw or "").strip().rstrip(".").strip()
     if not _INTEGER.fullmatch(text):
         return Verdict(None, JudgeStatus.PARSE_ERROR, raw)
-    index = int(text)
-    if not -1 <= index < num_steps:
+    index = _index(text)
+    if index is None or not -1 <= index < num_steps:
         return Verdict(None, JudgeStatus.PARSE_ERROR, raw)
     return Verdict(index, JudgeStatus.OK, raw)
 
@@ -33,7 +42,8 @@ def parse_group(raw: str | None, num_steps: list[int]) -> list[Verdict]:
     verdicts = []
     for j, (line, k) in enumerate(zip(lines, num_steps)):
         match = _GROUP_LINE.fullmatch(line)
-        if not match or int(match.group(1)) != j or not -1 <= int(match.group(2)) < k:
+        position, index = (_index(match.group(1)), _index(match.group(2))) if match else (None, None)
+        if position != j or index is None or not -1 <= index < k:
             return failed
-        verdicts.append(Verdict(int(match.group(2)), JudgeStatus.OK, raw))
+        verdicts.append(Verdict(index, JudgeStatus.OK, raw))
     return verdicts
