@@ -7,6 +7,7 @@ processes under any scheduler fill one run folder; each of them can use either e
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from sgpo_data.config import RayConfig
@@ -22,13 +23,22 @@ class Executor(Protocol):
 
 
 def _write(stage: Stage, folder: StageFolder, shards: list[Shard]) -> None:
-    """Process the shards and write each one (rows, then marker) as soon as it is done."""
-    for shard, out in stage.process_shards(shards):
-        if out.path is not None:  # rows too many to hold, written by the stage (which has no status column)
-            folder.write_shard(shard.index, out.path, shard.fingerprint, {}, out.stats)
-            continue
-        stats = {**out.stats, "tally": stage.tally(out.table)}
-        folder.write_shard(shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), stats)
+    """Process the shards and write each one (rows, then marker) as soon as it is done. A shard is written on a
+    thread of its own while the next one is processed (pyarrow encodes and hashes without the GIL); at most one
+    write is in flight, so at most two shards' rows are held."""
+    with ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as writer:
+        written: Future | None = None
+        for shard, out in stage.process_shards(shards):
+            if out.path is not None:  # rows too many to hold, written by the stage (which has no status column)
+                args = (shard.index, out.path, shard.fingerprint, {}, out.stats)
+            else:
+                stats = {**out.stats, "tally": stage.tally(out.table)}
+                args = (shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), stats)
+            if written is not None:
+                written.result()  # a failed write stops the stage here
+            written = writer.submit(folder.write_shard, *args)
+        if written is not None:
+            written.result()
 
 
 class LocalExecutor:
