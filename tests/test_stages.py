@@ -157,3 +157,21 @@ def test_exporting_part_by_part_gives_the_views_of_the_whole_run(tmp_path):
             assert export_view(tmp_path, name, split).to_pylist() == expected.to_pylist(), (name, split)
             assert load_from_disk(str(tmp_path / "export" / "hf" / name))[split].to_list() == expected.to_pylist()
     assert len(read_stage(tmp_path, "export")) == len(rows)  # the run's record keeps every row
+
+
+def test_a_view_split_without_rows_still_loads(tmp_path):
+    from datasets import load_from_disk
+
+    from sgpo_data.stages.export import _Writers
+
+    writers = _Writers(tmp_path, ["parquet", "hf"], "fp")
+    table = pa.table({"x": [1, 2, 3], "y": [["a"], [], None]})
+    writers.write("v", "train", table.slice(0, 2))
+    writers.write("v", "test", table.slice(0, 0))
+    writers.write("v", "train", table.slice(2))
+    writers.close()
+    loaded = load_from_disk(str(tmp_path / "hf" / "v"))
+    assert loaded["train"].to_list() == table.to_pylist() and loaded["test"].num_rows == 0
+    assert loaded["test"].features == loaded["train"].features
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["test-00000-of-00001.parquet",
+                                                                  "train-00000-of-00001.parquet"]

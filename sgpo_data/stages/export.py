@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from sgpo_data.export import apply_filters, choose_test_prompts, get_view, split_on
+from sgpo_data.errors import SgpoError
 from sgpo_data.export.views import messages_array
+from sgpo_data.pipeline.folder import hash_json
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
 from sgpo_data.prompts import conversation, recorded_recipe
 from sgpo_data.run_reader import StageFiles, generate_config, read_manifests
@@ -65,7 +67,8 @@ class ExportStage(Stage):
         splits = ["train"] if test_ids is None else ["train", "test"]
         views = {(name, split): view for split in splits for name, view in self.views().items()}  # stateful views
         part = folder / f".{os.getpid()}.part.tmp"
-        writers = _Writers(folder, cfg.formats)
+        source = hash_json([StageFiles(self.run, "score").output_fingerprint(), cfg.model_dump()])
+        writers = _Writers(folder, cfg.formats, source)
         counts = {"filters": {}, "rows_after_filters": 0, "splits": dict.fromkeys(splits, 0),
                   "views": {name: dict.fromkeys(splits, 0) for name in cfg.views}, "rows_in_error_left_out": 0}
         plotted = []
@@ -146,55 +149,78 @@ def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:
 
 
 class _Writers:
-    """One Parquet file per view and split, written a part at a time; then, for format `hf`, a DatasetDict per view
-    saved to disk from those files (datasets converts them in batches and fingerprints them by file, so no table
-    is held whole or hashed)."""
+    """Every view and split written a part at a time: a Parquet file (format `parquet`) and an Arrow stream (format
+    `hf`) that becomes the data of the view's DatasetDict (`_save_hf`), so no view is held whole or read back."""
 
-    def __init__(self, folder: Path, formats: list[str]):
-        self.folder, self.formats = folder, formats
-        self.files: dict[tuple[str, str], pq.ParquetWriter] = {}
+    def __init__(self, folder: Path, formats: list[str], fingerprint: str):
+        self.folder, self.formats, self.fingerprint = folder, formats, fingerprint
         self.staging = folder / ".views.tmp"
         shutil.rmtree(self.staging, ignore_errors=True)
+        self.writers: dict[tuple[str, str], list] = {}
+        self.first: dict[tuple[str, str], pa.Table] = {}  # each view and split's first row (or its empty schema)
 
-    def path(self, view: str, split: str) -> Path:
-        return self.staging / view / f"{split}-00000-of-00001.parquet"
+    def _open(self, view: str, split: str, schema: pa.Schema) -> list:
+        (self.staging / view).mkdir(parents=True, exist_ok=True)
+        writers = []
+        if "parquet" in self.formats:
+            writers.append(pq.ParquetWriter(self.staging / view / f"{split}-00000-of-00001.parquet", schema))
+        if "hf" in self.formats:
+            writers.append(pa.ipc.new_stream(str(self._stream(view, split)), schema))
+        return writers
+
+    def _stream(self, view: str, split: str) -> Path:
+        return self.staging / view / f"{split}.arrow"
 
     def write(self, view: str, split: str, table: pa.Table) -> None:
-        if (view, split) not in self.files:
-            self.path(view, split).parent.mkdir(parents=True, exist_ok=True)
-            self.files[view, split] = pq.ParquetWriter(self.path(view, split), table.schema)
-        writer = self.files[view, split]
-        if table.num_rows:  # no empty row groups: datasets sizes its batches by the first one
-            writer.write_table(table if table.schema == writer.schema else table.cast(writer.schema))
+        key = (view, split)
+        if key not in self.writers:
+            self.writers[key], self.first[key] = self._open(view, split, table.schema), table.slice(0, 0)
+        schema = self.first[key].schema
+        if not table.num_rows:  # no empty row groups: datasets sizes its batches by the first one
+            return
+        table = table if table.schema == schema else table.cast(schema)
+        if not self.first[key].num_rows:
+            self.first[key] = table.slice(0, 1)
+        for writer in self.writers[key]:
+            writer.write_table(table)
 
     def close(self) -> None:
         """Close the files and move every view into place."""
-        for writer in self.files.values():
-            writer.close()
-        views = sorted({view for view, _ in self.files})
-        if "hf" in self.formats:
-            for view in views:
-                splits = {split: self.path(view, split) for v, split in self.files if v == view}
-                _save_hf(splits, self.folder / "hf" / view)
+        for writers in self.writers.values():
+            for writer in writers:
+                writer.close()
+        views = sorted({view for view, _ in self.writers})
         for view in views:
+            if "hf" in self.formats:
+                splits = {split: (self._stream(view, split), self.first[view, split]) for v, split in self.writers
+                          if v == view}
+                _save_hf(splits, self.folder / "hf" / view, hash_json([self.fingerprint, view]))
             shutil.rmtree(self.folder / view, ignore_errors=True)
             if "parquet" in self.formats:
+                for stream in (self.staging / view).glob("*.arrow"):
+                    stream.unlink()
                 os.replace(self.staging / view, self.folder / view)
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def _save_hf(splits: dict[str, Path], target: Path) -> None:
-    """A DatasetDict saved to disk, built from the view's Parquet files through a cache folder of its own."""
+def _save_hf(splits: dict[str, tuple[Path, pa.Table]], target: Path, fingerprint: str) -> None:
+    """A DatasetDict saved to disk without reading the view back: datasets saves each split's first row as one
+    shard (its data file, state and features), then the data file is replaced by the split's whole Arrow stream,
+    which has the same schema (datasets' state records no row count; the export tests load every split back)."""
     from datasets import Dataset, DatasetDict, disable_progress_bars
 
     disable_progress_bars()
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    cache = target.with_name(target.name + ".cache")
-    datasets = {split: Dataset.from_parquet(str(path), cache_dir=str(cache), split=split)
-                for split, path in sorted(splits.items())}
-    DatasetDict(datasets).save_to_disk(str(staging))
+    DatasetDict({split: Dataset(first, fingerprint=hash_json([fingerprint, split]))
+                 for split, (_, first) in sorted(splits.items())}).save_to_disk(
+        str(staging), num_shards=dict.fromkeys(splits, 1))  # one shard, also for a split with no rows
+    for split, (stream, _) in splits.items():
+        data = staging / split / "data-00000-of-00001.arrow"
+        if not data.is_file():
+            raise SgpoError(f"export: datasets did not save {data.name}; this version of datasets saves "
+                            "DatasetDicts another way: set export.formats: [parquet]")
+        os.replace(stream, data)
     shutil.rmtree(target, ignore_errors=True)
-    shutil.rmtree(cache, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)
