@@ -130,6 +130,25 @@ for path in sorted(glob.glob(sys.argv[1] + '/export/*/train-*.parquet')):
 """
 
 
+def segmentation(run: Path) -> tuple[float, float]:
+    """Rows/s of the paragraph segmenter (`split_many`, as the judge stage calls it) and of polars' `str.split` on
+    the same responses, part by part, in this process."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from sgpo_data.segmenters import get_segmenter
+
+    segmenter, rows, ours, bare = get_segmenter("paragraph"), 0, 0.0, 0.0
+    for part in sorted((run / "generate").glob("part-*.parquet")):
+        responses = pq.read_table(part, columns=["response"])["response"]
+        start = time.perf_counter()
+        segmenter.split_many(responses)
+        middle = time.perf_counter()
+        pl.from_arrow(responses).str.split("\n\n")
+        ours, bare, rows = ours + middle - start, bare + time.perf_counter() - middle, rows + len(responses)
+    return rows / ours, rows / bare
+
+
 def grading(pairs: int, seed: int = 0) -> tuple[float, float]:
     """(pairs/s, share of pairs math-verify had to decide) of the math_verify grader on a mix like a run's: groups
     of 8 samples per reference (so references repeat), 30 % exact answers, 30 % equivalent rewritings (1,000 for
@@ -191,6 +210,8 @@ def main() -> None:
                         "peak_rss_gb": round(rss, 2), "bare_seconds": round(bare_seconds, 2),
                         "bare_peak_rss_gb": round(bare_rss, 2), "ratio": round(seconds / bare_seconds, 2)})
         print(json.dumps(results[-1]), flush=True)
+    seg, seg_bare = segmentation(run)
+    print(f"segmentation: {seg:,.0f} rows/s (split_many); polars str.split: {seg_bare:,.0f} rows/s")
     pairs_per_s, slow = grading(args.grading_pairs)
     print(f"grading: {pairs_per_s:.0f} pairs/s ({args.grading_pairs} pairs, 30 % exact, 30 % rewritten, 40 % wrong; "
           f"{slow:.0%} left to math-verify)")
@@ -199,7 +220,9 @@ def main() -> None:
         print(f"| {r['stage']} | {r['rows']:,} | {r['seconds']} | {r['rows_per_s']:,} | {r['peak_rss_gb']} GB | "
               f"{r['bare_seconds']} s, {r['bare_peak_rss_gb']} GB | {r['ratio']} |")
     (args.out / "results.json").write_text(json.dumps({"stages": results, "grading_pairs_per_s": pairs_per_s,
-                                                       "grading_share_to_math_verify": slow}, indent=2))
+                                                       "grading_share_to_math_verify": slow,
+                                                       "segmentation_rows_per_s": seg,
+                                                       "segmentation_bare_rows_per_s": seg_bare}, indent=2))
 
 
 if __name__ == "__main__":
