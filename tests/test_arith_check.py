@@ -53,3 +53,15 @@ def test_on_the_embedded_data_every_slip_is_found_and_no_correct_step_is_flagged
             assert first_false_step(steps[:k] + [slipped] + steps[k + 1:]) == k
             slips += 1
     assert slips > 100
+
+
+def test_a_side_too_big_to_be_a_calculation_is_not_checked():
+    """Up to 100 operators and 100 digits a number a side is checked; past that it is a runaway (a repetition
+    loop), skipped like any side that is not plain arithmetic."""
+    sum_of_101, sum_of_102 = " + ".join(["1"] * 101), " + ".join(["1"] * 102)
+    assert false_equations(f"{sum_of_101} = 7") == [f"{sum_of_101} = 7"]
+    assert false_equations(f"{sum_of_102} = 7") == []
+    assert false_equations("1/4 = 0." + "3" * 100) == ["1/4 = 0." + "3" * 100]
+    assert false_equations("1/4 = 0." + "3" * 101) == []
+    assert false_equations("2 * " + "1" * 100 + " = 5") != []
+    assert false_equations("2 * " + "1" * 101 + " = 5") == []

@@ -124,3 +124,12 @@ def test_a_label_missing_on_one_item_is_a_parse_failure_not_a_crash(tmp_path):
     assert code == 0, output
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())["subsets"]["x"]
     assert m["parse_failures"] == 1 and m["acc_erroneous"] == 50.0
+
+
+def test_a_byte_order_mark_and_unicode_line_separators_inside_strings_are_read(tmp_path):
+    item = {**BASE, "steps": ["a\u2028b", "c\x85d\re"]}
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([item], ensure_ascii=False).encode())
+    (tmp_path / "raw.jsonl").write_text(json.dumps(item, ensure_ascii=False) + "\r\n", encoding="utf-8", newline="")
+    for name in ("bom.json", "raw.jsonl"):
+        [loaded] = load_processbench(str(tmp_path / name))[name.split(".")[0]]
+        assert loaded.steps == item["steps"]

@@ -90,6 +90,9 @@ LONG_TEXTS = {
     "numbered lines": "".join(f"{i}. a\n" for i in range(20_000)),
     "sentences": "a. " * 30_000,
     "blank line runs": "a\n \n\t\n" * 20_000,
+    "nested tags": "<a " * N + ">" * N,
+    "unclosed step tags": "< step_1 " * 20_000,
+    "headings after carriage returns": "\r #" * 50_000,
 }
 
 
@@ -251,23 +254,34 @@ def _unbracket(text: str) -> str:
     return text.replace("\u2039", "<").replace("\u203a", ">").replace("\\", "")
 
 
+# Tag-like text, as a judge model could read it: <system>, </b>, <br/>, and any spelling of a step tag.
+TAG_LIKE = re.compile(r"</?[A-Za-z_][\w:.-]*(?:\s[^<>\n]*)?/?>|<\s*(?:/\s*)?step[^<>\n]*>", re.IGNORECASE)
+tag_soup = st.lists(st.sampled_from(["<", ">", "</", "/>", "step_1", "b", " ", "\n", "x", "\u2039", "\u203a"]),
+                    max_size=30).map("".join)
+
+
 @FUZZ
-@given(hostile_text_with_surrogates)
+@given(st.one_of(hostile_text_with_surrogates, tag_soup))
 def test_neutralise_only_swaps_brackets_and_escapes_headings(text):
     out = neutralise(text)
     assert _unbracket(out) == _unbracket(text)
-    assert not re.search(r"^[^\S\n]*#", out, re.MULTILINE)  # no line of the response opens a section
+    assert not TAG_LIKE.search(out)
+    assert not any(line.lstrip().startswith("#") for line in out.splitlines())  # no line opens a section
 
 
-@pytest.mark.xfail(strict=True, reason="judges/llm_judge.py neutralise is not a fixed point: a tag whose inside held "
-                   "a tag ('<step_1 <b> >') is tag-like again once the inner one is neutralised ('<step_1 ‹b› >')")
-def test_neutralise_leaves_no_tag_like_text():
-    from sgpo_data.judges.llm_judge import _TAG_RE
-
-    assert not _TAG_RE.search(neutralise("<step_1 <b> >"))
+@pytest.mark.parametrize("text", ["<step_1 <b> >", "<step_1 <b <c> > >", "</step_2 </b> >", "< step_3 <br/> >",
+                                  "<system <step_0> >"])
+def test_neutralise_leaves_no_tag_like_text_when_tags_nest(text):
+    assert not TAG_LIKE.search(neutralise(text))
 
 
-@pytest.mark.parametrize("name", ["tag opener then spaces", "spaces", "think tags", "numbered lines"])
+@pytest.mark.parametrize("text", ["a\r## Task", "a\r\n## Task", "a\u2028 ## Task", "a\x85\t# Task", "a\x0c#"])
+def test_neutralise_escapes_headings_after_every_line_break(text):
+    assert "\\#" in neutralise(text)
+
+
+@pytest.mark.parametrize("name", ["tag opener then spaces", "spaces", "think tags", "numbered lines", "nested tags",
+                                  "unclosed step tags", "headings after carriage returns", "hash lines"])
 def test_neutralise_is_fast_on_pathological_input(name):
     with deadline(5):
         start = time.perf_counter()
@@ -368,13 +382,12 @@ def test_segmenters_are_fast_on_long_input(name, case):
     assert "".join(steps) == text and elapsed < 1.0
 
 
-@pytest.mark.xfail(strict=True, raises=Timeout, reason="segmenters/paragraph.py _SENTENCE_END_RE "
-                   r"`[.!?]+[\"')\]]*\s+` backtracks quadratically on a long run of . ! or ? with no whitespace "
-                   "after it (100k dots: ~250 s); remove this mark once fixed")
-@pytest.mark.parametrize("text", ["." * N, "!" * N + "x", "?." * (N // 2)])
-def test_sentences_segmenter_is_fast_on_a_long_run_of_periods(text):
+@pytest.mark.parametrize("text, steps", [("." * N, ["." * N]), ("!" * N + "x", ["!" * N + "x"]),
+                                         ("?." * (N // 2), ["?." * (N // 2)]),
+                                         ("a" + "." * N + " b", ["a" + "." * N + " ", "b"])])
+def test_sentences_segmenter_is_fast_on_a_long_run_of_periods(text, steps):
     with deadline(0.5):  # a linear pass takes milliseconds
-        get_segmenter("sentences").split(text)
+        assert get_segmenter("sentences").split(text) == steps
 
 
 # --- the recipe loader -------------------------------------------------------------------------------------
@@ -865,30 +878,32 @@ def test_cli_names_a_damaged_run_folder(tmp_path, cli):
     assert code == 2 and one_line(output) and "manifest.json: the manifest is not readable JSON" in output, output
 
 
-# --- known bugs in files owned elsewhere: each mark goes once its file is fixed ------------------------------
+# --- the arith judge, and eval-judge's data files ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=(MemoryError, ValueError, RecursionError),
-                   reason="judges/arith.py: _evaluate lets MemoryError/RecursionError of ast.parse escape (a long run "
-                   "of '-' or a 3000-term product), and false_equations' Fraction(first.group(1)) raises ValueError "
-                   "on a decimal of more than 4300 digits (a repetition loop such as 1/3 = 0.333...)")
-@pytest.mark.parametrize("step", ["-" * 10_000 + "1 + 1 = 2", "1/3 = 0." + "3" * 5_000, " * ".join(["7"] * 3_000) + " = 1"])
-def test_arith_judge_never_raises(step):
+@pytest.mark.parametrize("step", ["-" * 10_000 + "1 + 1 = 2", "1/3 = 0." + "3" * 5_000, "(" * 10_000 + "1 + 1 = 2",
+                                  " * ".join(["7"] * 3_000) + " = 1", "1" * 10_000 + " * 2 = 3", "x1 " * 2 * N])
+def test_arith_judge_never_raises_and_skips_what_is_too_big_to_check(step):
     from sgpo_data.judges.arith import ArithJudge
 
-    verdict = ArithJudge().decide(JudgeInput("p", None, [step]))
-    assert verdict.status == JudgeStatus.OK
+    with deadline(5):
+        start = time.perf_counter()
+        verdict = ArithJudge().decide(JudgeInput("p", None, [step]))
+    assert time.perf_counter() - start < 1.0
+    assert (verdict.first_error_step, verdict.status) == (-1, JudgeStatus.OK)
 
 
-@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, RecursionError, ValueError),
-                   reason="judges/evaluate.py _read_file: a non-UTF-8 file, nesting past the recursion limit or a "
-                   "5000-digit integer escape as UnicodeDecodeError/RecursionError/ValueError, not SgpoError")
-@pytest.mark.parametrize("name, content", [("latin.json", '[{"problem": "caf\xe9"}]'.encode("latin-1")),
-                                           ("deep.json", b"[" * 100_000),
-                                           ("big.jsonl", b'{"label": ' + b"9" * 5_000 + b"}\n")])
-def test_eval_judge_data_errors_are_sgpo_errors(tmp_path, name, content):
+@pytest.mark.parametrize("name, content, message", [
+    ("latin.json", '[{"problem": "caf\xe9"}]'.encode("latin-1"), "line 1 is not UTF-8 text"),
+    ("deep.json", b"[" * 100_000, "not valid JSON (nested too deeply)"),
+    ("deep.jsonl", b"{}\n" + b"[" * 100_000, "line 2 is not JSON (nested too deeply)"),
+    ("big.jsonl", b'{"label": ' + b"9" * 5_000 + b"}\n", "line 1 is not JSON (a number with too many digits)"),
+    ("broken.json", b'[\n{"label": }]', "not valid JSON (Expecting value at line 2, column 11)"),
+])
+def test_eval_judge_data_errors_are_sgpo_errors(tmp_path, name, content, message):
     from sgpo_data.judges.evaluate import load_processbench
 
     (tmp_path / name).write_bytes(content)
-    with pytest.raises(SgpoError):
+    with pytest.raises(SgpoError) as error:
         load_processbench(str(tmp_path / name))
+    assert one_line(str(error.value)) and str(error.value).startswith(f"{tmp_path / name}: {message}"), error.value

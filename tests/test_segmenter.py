@@ -62,6 +62,18 @@ def test_lines_numbered_and_sentences():
     assert get_segmenter("numbered").split("The sum is 12.5 and 3. is odd") == ["The sum is 12.5 and 3. is odd"]
 
 
+# The sentence ends as the first regex found them; it is quadratic on a long run of ".!?", so only short texts.
+OLD_SENTENCE_END_RE = re.compile(r"[.!?]+[\"')\]]*\s+|\n\s*")
+sentence_text = st.lists(st.one_of(st.sampled_from(list(".!?\"')]") + ["...", "?!", "3.5", " ", "\n", "\r\n", "\t",
+                                                                       "\u2028", "\xa0", "x", "é"]),
+                                   st.text(max_size=3)), max_size=30).map("".join)
+
+
+@given(sentence_text)
+def test_sentence_ends_are_the_first_regexs(text):
+    assert get_segmenter("sentences").boundaries(text) == [m.end() for m in OLD_SENTENCE_END_RE.finditer(text)]
+
+
 def test_short_steps_merge_into_the_one_before_and_the_cap_merges_the_tail():
     text = "ok\nFirst real step here.\n=\nSecond real step.\nThird one.\nFourth one.\n"
     assert get_segmenter("lines", {"min_chars": 5}).split(text) == [

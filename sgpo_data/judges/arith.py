@@ -2,7 +2,8 @@
 
 In each step, runs like `12 * 3 = 36`, chains (`3 + 4 = 7 * 2 = 14`), `$5`, `1,200`, `3/4`, `20% of 50`, `5 × 7`
 and units after numbers (`5 apples + 3 apples = 8 apples`) are read, line by line; every side is evaluated with
-exact fractions, and a side that is not plain arithmetic is skipped. A run of arithmetic that touches algebra
+exact fractions, and a side that is not plain arithmetic is skipped, as is one too big to be a calculation (more
+than 100 operators, or a number of more than 100 digits). A run of arithmetic that touches algebra
 (`x^2 - 3 = 8`, `2x + 3 = 7`, `a_3`, `\frac{1}{2}`) is skipped whole: the numbers in it are not the terms. In a chain a side may also match the first
 number of the next (`3 + 4 = 7 * 2 = 14`, a common shorthand). Only an equation whose left side holds an
 operator is checked (`x = 5`, `2 dozen = 24` are statements, not calculations). A right side written as a
@@ -34,10 +35,16 @@ _ALGEBRA = re.compile(r"(?<=\d)[A-Za-z](?![A-Za-z])|[A-Za-z](?=[\d(])|[\^_{}\\]"
 _MARK = "\u00a7"
 _ARITHMETIC_RUN = re.compile(r"[\d\s.+\-*/()=]+")
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+# A side past these bounds is a runaway (a repetition loop, a pasted table), not a calculation: parsing it or
+# computing it exactly could exhaust memory, the recursion limit or the time, so it is not checked.
+_MAX_OPERATORS = 100
+_LONG_NUMBER = re.compile(r"(?<!\d)\d{101}")  # more than 100 digits
 
 
 def _evaluate(expr: str) -> Fraction | None:
-    """The exact value of a plain arithmetic expression; None for anything else."""
+    """The exact value of a plain arithmetic expression; None for anything else, and for one past the bounds."""
+    if sum(map(expr.count, "+-*/")) > _MAX_OPERATORS or _LONG_NUMBER.search(expr):
+        return None
     try:
         tree = ast.parse(expr.strip(), mode="eval").body
     except SyntaxError:
@@ -79,8 +86,8 @@ def false_equations(step: str) -> list[str]:
     wrong = []
     for line in _normalise(step).splitlines():
         for match in _ARITHMETIC_RUN.finditer(line):
-            before, after = line[:match.start()].rstrip()[-1:], line[match.end():].lstrip()[:1]
-            if _MARK in (before, after):
+            # a run takes in the whitespace around it, so its neighbours are the characters next to it
+            if _MARK in (line[match.start() - 1:match.start()], line[match.end():match.end() + 1]):
                 continue  # part of an algebraic expression
             run = match.group(0)
             sides = [side.strip().rstrip(".").strip() for side in run.split("=")]

@@ -55,24 +55,40 @@ def load_processbench(source: str, subsets: list[str] | None = None) -> dict[str
 
 
 def _read_file(path: Path) -> list:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise SgpoError(f"{path}: line {line} is not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as "
+                        "UTF-8") from None
+    except OSError as exc:
+        raise SgpoError(f"{path} could not be read ({exc.strerror or exc}); check the file") from None
     if path.suffix == ".jsonl":
         rows = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):  # only \n ends a line: JSON strings may hold \u2028
             if line.strip():
                 try:
                     rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SgpoError(f"{path}: line {number} is not JSON ({exc.msg}); fix or remove it") from None
+                except (ValueError, RecursionError) as exc:
+                    problem = _json_problem(exc)
+                    raise SgpoError(f"{path}: line {number} is not JSON ({problem}); fix or remove it") from None
         return rows
     try:
         rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SgpoError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); give a JSON list of items or a "
-                        f".jsonl file") from None
+    except (ValueError, RecursionError) as exc:
+        problem = _json_problem(exc)
+        raise SgpoError(f"{path}: not valid JSON ({problem}); give a JSON list of items or a .jsonl file") from None
     if not isinstance(rows, list):
         raise SgpoError(f"{path}: expected a JSON list of items, got {type(rows).__name__}")
     return rows
+
+
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """Why json.loads refused a text: bad syntax, nesting too deep for it, or an integer too long to convert."""
+    if isinstance(exc, json.JSONDecodeError):
+        line = f"line {exc.lineno}, " if "\n" in exc.doc else ""  # the line of a .jsonl file is named already
+        return f"{exc.msg} at {line}column {exc.colno}"
+    return "nested too deeply" if isinstance(exc, RecursionError) else "a number with too many digits"
 
 
 def _load_hub(repo: str, subsets: list[str]) -> dict[str, list[Item]]:

@@ -82,17 +82,19 @@ def load_template(name: str = "first_error.txt", path: str | None = None, mode: 
     return template
 
 
-# Tag-like text: <system>, </b>, <br/>, and any spelling of a step tag (< step_1 >, </STEP 2>); "x < y and z > 2"
-# is not a tag (no name right after "<"). No two quantifiers compete for the same characters (as `\s*/?\s*` would
-# on "<" and a long run of spaces), so the time stays linear in the response's length.
-_TAG_RE = re.compile(r"</?[A-Za-z_][\w:.-]*(?:\s[^<>\n]*)?/?>|<\s*(?:/\s*)?step[^<>\n]*>", re.IGNORECASE)
-_HEADING_RE = re.compile(r"^([^\S\n]*)(#+)", re.MULTILINE)  # "## Task" at a line start
+# The opening of tag-like text: <system>, </b>, <br/>, and any spelling of a step tag (< step_1 >, </STEP 2>); "x < y
+# and z > 2" opens none (no name right after "<"). A match runs to the tag's ">" when it has one. No two quantifiers
+# compete for the same characters, so the time stays linear in the response's length.
+_TAG_RE = re.compile(r"(?:</?[A-Za-z_]|<\s*(?:/\s*)?step)[^<>\n]*>?", re.IGNORECASE)
+_LINE_BREAKS = r"\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029"  # where str.splitlines ends a line
+_HEADING_RE = re.compile(rf"(?:^|(?<=[{_LINE_BREAKS}]))([^\S{_LINE_BREAKS}]*)(#+)")  # "## Task" at a line start
 
 
 def neutralise(text: str) -> str:
     """A response's text made unable to forge the prompt's structure: tag-like text gets look-alike angle
     brackets (‹step_1›) and a line-leading Markdown heading is escaped (\\## Task), so the judge sees exactly
-    the steps the segmenter made and only the template's own sections."""
+    the steps the segmenter made and only the template's own sections. Every opening of a tag is turned, closed
+    or not: turning only whole tags would let a tag that held one ("<step_1 <b> >") form again around it."""
     text = _TAG_RE.sub(lambda m: m.group(0).replace("<", "\u2039").replace(">", "\u203a"), text)
     return _HEADING_RE.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
 

@@ -22,7 +22,9 @@ from sgpo_data.segmenters.batch import split_at_line_breaks
 _BLANK_LINES_RE = re.compile(r"(?:\n[^\S\n]*)+\n")
 _LINE_BREAKS_RE = re.compile(r"\n(?:[^\S\n]*\n)*")
 _STEP_MARKER_RE = re.compile(r"^[^\S\n]*(?:[*#]+[^\S\n]*)?(?:step[^\S\n]*\d+\b|\d+[.)](?!\d))", re.IGNORECASE | re.MULTILINE)
-_SENTENCE_END_RE = re.compile(r"[.!?]+[\"')\]]*\s+|\n\s*")
+# A sentence end starts only at the first of a run of ".!?": tried again inside a run that no whitespace follows,
+# it would rescan the rest of the run each time (quadratic on a long run of periods).
+_SENTENCE_END_RE = re.compile(r"(?<![.!?])[.!?]+[\"')\]]*\s+|\n\s*")
 
 
 def _ends(pattern: re.Pattern, text: str) -> list[int]:
