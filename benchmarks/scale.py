@@ -3,7 +3,7 @@ segmentation), score and export on the command line, each against a bare polars/
 work in the same run. Prints rows/s, peak RSS and the ratio for every stage, and grading pairs/s.
 
     python benchmarks/scale.py --rows 100000 --out /tmp/scale-100k
-    python benchmarks/scale.py --rows 1000000 --out /tmp/scale-1m
+    python benchmarks/scale.py --rows 1000000 --out /tmp/scale-1m [--reuse]
 
 The rollouts: groups of 8, responses of 3-8 paragraphs (600-700 characters), about 200 response token ids and
 log-probs per row, a `label` column with each row's first-error index for the `labels` judge. They are written
@@ -186,14 +186,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--shard-rows", type=int, default=8192)
     ap.add_argument("--grading-pairs", type=int, default=2000)
+    ap.add_argument("--reuse", action="store_true", help="keep OUT's synthesised rollouts (same --rows) and redo the rest")
     args = ap.parse_args()
     n = args.rows - args.rows % G
-    shutil.rmtree(args.out, ignore_errors=True)
     run, bare = args.out / "run", args.out / "bare"
+    kept = args.reuse and (json.loads(m.read_text())["rows"] == n
+                           if (m := run / "generate" / "manifest.json").is_file() else False)
+    for path in [run / "judge", run / "score", run / "export", run / "cache", bare] if kept else [args.out]:
+        shutil.rmtree(path, ignore_errors=True)
     bare.mkdir(parents=True)
-    start = time.perf_counter()
-    write_generate_stage(run, n, args.shard_rows)
-    print(f"synthesised {n} rollouts in {time.perf_counter() - start:.1f} s", flush=True)
+    if not kept:
+        start = time.perf_counter()
+        write_generate_stage(run, n, args.shard_rows)
+        print(f"synthesised {n} rollouts in {time.perf_counter() - start:.1f} s", flush=True)
     overrides = ["--set", "judge.name=labels", "--set", "judge.options.column=label"]
     stages = [
         ("judge (labels, segmentation)", CLI + ["judge", "--out", str(run), *overrides],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +25,7 @@ import yaml
 from sgpo_data.export import apply_filters, choose_test_prompts, get_view, split_on
 from sgpo_data.errors import SgpoError
 from sgpo_data.export.views import messages_array
+from sgpo_data.graders.workers import available_cpus
 from sgpo_data.pipeline.folder import hash_json
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage
 from sgpo_data.prompts import conversation, recorded_recipe
@@ -76,7 +78,7 @@ class ExportStage(Stage):
             for path in shard.paths:
                 table = pq.read_table(path)
                 self.check_input(table, str(path))
-                record.write_table(table.select(CONTRACT_COLUMNS))
+                writers.submit(record.write_table, table.select(CONTRACT_COLUMNS))
                 failed = error_rows(table)
                 scored = table.filter(pa.array(~failed))
                 plotted.append(scored.select(PLOT_COLUMNS).append_column(
@@ -94,6 +96,7 @@ class ExportStage(Stage):
                         built = views[name, split].build(rows, prompts)
                         counts["views"][name][split] += built.num_rows
                         writers.write(name, split, built)
+                writers.flush()  # this part's files are written before the next part is read
                 self.advance(table.num_rows)
         writers.close()
         (folder / "recipe.yaml").write_text(yaml.safe_dump(self._recipe_of_run(), sort_keys=False))
@@ -150,7 +153,9 @@ def row_prompts(run: Path, table: pa.Table) -> list[list[dict]]:
 
 class _Writers:
     """Every view and split written a part at a time: a Parquet file (format `parquet`) and an Arrow stream (format
-    `hf`) that becomes the data of the view's DatasetDict (`_save_hf`), so no view is held whole or read back."""
+    `hf`) that becomes the data of the view's DatasetDict (`_save_hf`), so no view is held whole or read back. A
+    part's files are written on threads, one per CPU (pyarrow encodes without the GIL; each file gets one write
+    per part, so the files of a part never share a thread's work)."""
 
     def __init__(self, folder: Path, formats: list[str], fingerprint: str):
         self.folder, self.formats, self.fingerprint = folder, formats, fingerprint
@@ -158,6 +163,17 @@ class _Writers:
         shutil.rmtree(self.staging, ignore_errors=True)
         self.writers: dict[tuple[str, str], list] = {}
         self.first: dict[tuple[str, str], pa.Table] = {}  # each view and split's first row (or its empty schema)
+        self.pool = ThreadPoolExecutor(available_cpus(), thread_name_prefix="export-writer")
+        self.pending: list[Future] = []
+
+    def submit(self, fn, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def flush(self) -> None:
+        """Wait for the part's writes; a failed one raises here."""
+        pending, self.pending = self.pending, []
+        for future in pending:
+            future.result()
 
     def _open(self, view: str, split: str, schema: pa.Schema) -> list:
         (self.staging / view).mkdir(parents=True, exist_ok=True)
@@ -182,10 +198,12 @@ class _Writers:
         if not self.first[key].num_rows:
             self.first[key] = table.slice(0, 1)
         for writer in self.writers[key]:
-            writer.write_table(table)
+            self.submit(writer.write_table, table)
 
     def close(self) -> None:
         """Close the files and move every view into place."""
+        self.flush()
+        self.pool.shutdown()
         for writers in self.writers.values():
             for writer in writers:
                 writer.close()
