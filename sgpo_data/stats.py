@@ -8,6 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sgpo_data.errors import SgpoError
 from sgpo_data.schema import JudgeStatus
 
 
@@ -25,6 +26,14 @@ def add_nested(tallies) -> dict:
             else:
                 total[key] = total[key] + value
     return total
+
+
+def summed_tallies(shard_stats: list[dict]) -> dict:
+    """The shards' tallies (kept in their markers) added up."""
+    if any("tally" not in stats for stats in shard_stats):
+        raise SgpoError("a shard of this stage was written by an older sgpo-data (its marker has no tally); redo the "
+                        "stage with --overwrite")
+    return add_nested(stats["tally"] for stats in shard_stats)
 
 
 def _count(table: pa.Table, column: str, value: str) -> int:

@@ -175,3 +175,9 @@ def test_a_view_split_without_rows_still_loads(tmp_path):
     assert loaded["test"].features == loaded["train"].features
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["test-00000-of-00001.parquet",
                                                                   "train-00000-of-00001.parquet"]
+
+
+def test_a_marker_without_a_tally_asks_to_redo_the_stage():
+    stage = STAGES.get("score", recipe=Recipe())
+    with pytest.raises(SgpoError, match="written by an older sgpo-data .* redo the stage with --overwrite"):
+        stage.statistics([{"usage": {}}])

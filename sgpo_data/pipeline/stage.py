@@ -112,9 +112,9 @@ class Stage(ABC):
     def statistics(self, shard_stats: list[dict]) -> dict:
         """The manifest's statistics over the whole output, from the shards' stats and their summed tallies: no
         stage reads its output back."""
-        from sgpo_data.stats import add_nested, summarize
+        from sgpo_data.stats import summarize, summed_tallies
 
-        return summarize(add_nested(stats["tally"] for stats in shard_stats))
+        return summarize(summed_tallies(shard_stats))
 
     def count_errors(self, table: pa.Table) -> dict[str, int]:
         """Rows in error by kind."""

@@ -68,7 +68,7 @@ class ExportStage(Stage):
         test_ids = self._test_prompts(shard.paths)
         splits = ["train"] if test_ids is None else ["train", "test"]
         views = {(name, split): view for split in splits for name, view in self.views().items()}  # stateful views
-        part = folder / f".{os.getpid()}.part.tmp"
+        part = folder / ".part.tmp"  # one process per run folder (the lock): a rerun writes over a killed run's
         source = hash_json([StageFiles(self.run, "score").output_fingerprint(), cfg.model_dump()])
         writers = _Writers(folder, cfg.formats, source)
         counts = {"filters": {}, "rows_after_filters": 0, "splits": dict.fromkeys(splits, 0),

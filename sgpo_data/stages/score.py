@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from sgpo_data.pipeline.folder import hash_json
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage, shard_per_part
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import JUDGE_SCHEMA, SCORE_FIELDS, SCORE_SCHEMA, error_rows
 from sgpo_data.scoring import score_summary, score_table, score_tally
-from sgpo_data.stats import add_nested
+from sgpo_data.scoring.score import NEEDED
+from sgpo_data.stats import summed_tallies
 
 
 def load_tokenizer(recipe):
@@ -72,8 +74,9 @@ class ScoreStage(Stage):
     def _batch_std(self, shards: list[Shard]) -> tuple[float, float]:
         """The unbiased std of `reward` and of `reward_outcome` over every scored row of the run, part by part."""
         rewards, outcomes = [], []
+        read = [*NEEDED, "generate_status"]  # what score_table and the error mask read
         for shard in shards:
-            scored, _, _ = _split_failed(shard.load())
+            scored, _, _ = _split_failed(pq.read_table(shard.paths[0], columns=read))
             table = score_table(scored, self.recipe.score, self.tokenizer())
             rewards.append(table["reward"].to_numpy(zero_copy_only=False))
             outcomes.append(table["reward_outcome"].to_numpy(zero_copy_only=False))
@@ -111,7 +114,7 @@ class ScoreStage(Stage):
         return counts
 
     def statistics(self, shard_stats: list[dict]) -> dict:
-        counts = add_nested(stats["tally"] for stats in shard_stats)
+        counts = summed_tallies(shard_stats)
         stats = score_summary(counts)
         stats.update({key: counts[key] for key in ("rows_in_error", "groups_with_rows_in_error", "judge_errors")})
         for stage in ("generate", "judge") if self.run else ():  # what the dataset cost, from the engine stages
