@@ -21,3 +21,9 @@ class ServiceError(SgpoError):
     it had not finished stay unmarked, and every call that had succeeded is in the call cache."""
 
     exit_code = EXIT_SERVICE
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

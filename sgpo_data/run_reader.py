@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sgpo_data.errors import SgpoError
+from sgpo_data.errors import SgpoError, first_line
 
 STAGE_ORDER = ["generate", "judge", "score", "export"]
 
@@ -103,7 +103,7 @@ class StageFiles:
             try:
                 pq.read_metadata(part)
             except Exception as exc:  # FileNotFoundError, ArrowInvalid, OSError: all mean the part is unusable
-                raise SgpoError(f"{part} is missing or not a readable Parquet file ({_first_line(exc)}); "
+                raise SgpoError(f"{part} is missing or not a readable Parquet file ({first_line(exc)}); "
                                 f"{self.redo}") from None
 
     def dataset(self):
@@ -120,12 +120,12 @@ class StageFiles:
         except (pa.ArrowException, OSError) as exc:  # a part damaged past its footer: name the first such part
             import pyarrow.parquet as pq
 
-            where, reason = self.dir, _first_line(exc)
+            where, reason = self.dir, first_line(exc)
             for part in self.parts():
                 try:
                     pq.read_table(part)
                 except (pa.ArrowException, OSError) as part_exc:
-                    where, reason = part, _first_line(part_exc)
+                    where, reason = part, first_line(part_exc)
                     break
             raise SgpoError(f"{where} could not be read ({reason}); {self.redo}") from None
 
@@ -164,7 +164,7 @@ def export_view(run: str | Path, view: str, split: str = "train") -> pa.Table:
     try:
         return pa.concat_tables([pq.read_table(f) for f in files])
     except (pa.ArrowException, OSError) as exc:
-        raise SgpoError(f"{export.dir}/{view}: a {split!r} file could not be read ({_first_line(exc)}); "
+        raise SgpoError(f"{export.dir}/{view}: a {split!r} file could not be read ({first_line(exc)}); "
                         f"{export.redo}") from None
 
 
@@ -178,7 +178,7 @@ def _read_json(path: Path, what: str, keys: tuple[str, ...], fix: str) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else _first_line(exc)
+        reason = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else first_line(exc)
         raise SgpoError(f"{path}: the {what} is not readable JSON ({reason}; truncated or damaged?); {fix}") from None
     if not isinstance(record, dict):
         raise SgpoError(f"{path}: the {what} is not a JSON object (damaged or edited?); {fix}")
@@ -186,7 +186,3 @@ def _read_json(path: Path, what: str, keys: tuple[str, ...], fix: str) -> dict:
         raise SgpoError(f"{path}: the {what} lacks {', '.join(missing)} (damaged or edited?); {fix}")
     return record
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from sgpo_data.config import ColumnMap, DataConfig
 from sgpo_data.data.arithmetic import generate_arithmetic
-from sgpo_data.errors import SgpoError
+from sgpo_data.errors import SgpoError, first_line
 from sgpo_data.schema import PROMPT_SCHEMA
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -100,7 +100,7 @@ def _read_file(path: Path) -> pa.Table:
         try:
             return pl.read_parquet(path).to_arrow()
         except Exception as exc:  # polars raises many types; all mean "this file cannot be read"
-            raise SgpoError(f"data file {path} could not be read as parquet: {_first_line(exc)}; check that it is a "
+            raise SgpoError(f"data file {path} could not be read as parquet: {first_line(exc)}; check that it is a "
                             "Parquet file (a file in another format needs that format's suffix)") from None
     data, text = _read_text(path)
     if suffix == ".csv":
@@ -138,7 +138,7 @@ def _read_jsonl(data: bytes, text: str, path: Path) -> pa.Table:
     try:
         return _ndjson(data)
     except Exception as exc:  # polars raises many types; all mean "this file cannot be read"
-        reason = _first_line(exc)
+        reason = first_line(exc)
     lines = text.split("\n")  # polars' lines: only \n ends one (\r\n leaves a \r, which JSON takes as whitespace)
     for number, line in enumerate(lines, 1):
         if line.strip(" \t\r") and (problem := _json_problem(line)):
@@ -153,7 +153,7 @@ def _read_jsonl(data: bytes, text: str, path: Path) -> pa.Table:
         try:
             _ndjson(prefix.encode())
         except Exception as exc:
-            return _first_line(exc)
+            return first_line(exc)
         return None
 
     good, bad, why = 0, len(lines), reason  # the empty prefix reads, the whole file does not
@@ -174,7 +174,7 @@ def _read_json_array(data: bytes, text: str, path: Path) -> pa.Table:
     try:
         return pl.read_json(io.BytesIO(data), infer_schema_length=None).to_arrow()
     except Exception as exc:  # polars raises many types; all mean "this file cannot be read"
-        reason = _first_line(exc)
+        reason = first_line(exc)
     try:
         items = _strict_json(text)
     except json.JSONDecodeError as exc:
@@ -288,7 +288,7 @@ def _read_hub(cfg: DataConfig) -> pa.Table:
     except Exception as exc:  # offline, unknown id, gated, missing split: all end the run the same way
         raise SgpoError(
             f"Hub dataset {cfg.source!r} (subset={cfg.subset}, split={cfg.split}) could not be loaded from the Hub: "
-            f"{_first_line(exc)}; a local .jsonl/.json/.parquet/.csv file path also works as data.source"
+            f"{first_line(exc)}; a local .jsonl/.json/.parquet/.csv file path also works as data.source"
         ) from None
 
 
@@ -328,7 +328,3 @@ def _check_ids(ids: pa.ChunkedArray | pa.Array, where: str) -> None:
             "(drop the duplicate, or map data.columns.prompt_id to a unique column)"
         )
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -83,10 +83,7 @@ class ExportStage(Stage):
                 scored = table.filter(pa.array(~failed))
                 plotted.append(scored.select(PLOT_COLUMNS).append_column(
                     "n_steps", pc.fill_null(pc.list_value_length(scored["steps"]), 0)))
-                kept, filtered = apply_filters(
-                    scored, drop_zero_advantage_groups=cfg.drop_zero_advantage_groups,
-                    only_all_negative=cfg.only_all_negative, min_response_tokens=cfg.min_response_tokens,
-                    max_response_tokens=cfg.max_response_tokens, dedupe_within_group=cfg.dedupe_within_group)
+                kept, filtered = self._filter(scored, dedupe_within_group=cfg.dedupe_within_group)
                 counts = add_nested([counts, {"filters": filtered, "rows_after_filters": kept.num_rows,
                                               "rows_in_error_left_out": int(failed.sum())}])
                 for split, rows in split_on(kept, test_ids).items():
@@ -114,11 +111,16 @@ class ExportStage(Stage):
         columns = ["prompt_id", "group_all_negative", "advantage", "response_tokens", "generate_status",
                    "judge_status"]
         table = ds.dataset([str(p) for p in paths], format="parquet").to_table(columns=columns)
-        kept, _ = apply_filters(
-            table.filter(pa.array(~error_rows(table))), drop_zero_advantage_groups=cfg.drop_zero_advantage_groups,
-            only_all_negative=cfg.only_all_negative, min_response_tokens=cfg.min_response_tokens,
-            max_response_tokens=cfg.max_response_tokens)
+        kept, _ = self._filter(table.filter(pa.array(~error_rows(table))), dedupe_within_group=False)
         return choose_test_prompts(kept["prompt_id"], cfg.test_size, cfg.split_seed)
+
+    def _filter(self, table: pa.Table, dedupe_within_group: bool) -> tuple[pa.Table, dict[str, int]]:
+        """The recipe's export filters (`apply_filters`), dedupe as asked."""
+        cfg = self.recipe.export
+        return apply_filters(
+            table, drop_zero_advantage_groups=cfg.drop_zero_advantage_groups, only_all_negative=cfg.only_all_negative,
+            min_response_tokens=cfg.min_response_tokens, max_response_tokens=cfg.max_response_tokens,
+            dedupe_within_group=dedupe_within_group)
 
     def statistics(self, shard_stats: list[dict]) -> dict:
         stats = dict(StageFiles(self.run, "score").manifest()["statistics"])
