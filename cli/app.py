@@ -10,15 +10,17 @@ import typer
 from rich.text import Text
 
 from sgpo_data.config import load_recipe
-from sgpo_data.errors import EXIT_ROWS_FAILED, EXIT_USAGE, SgpoError
+from sgpo_data.errors import EXIT_ROWS_FAILED, EXIT_USAGE, SgpoError, first_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline SGPO datasets: generate, judge, score, export.")
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run folder; each stage writes RUN/<stage>/")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run folder; a stage writes RUN/<stage>/")]
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="YAML recipe (default: built-in defaults)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe key: dotted.key=value (repeatable)")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="redo a stage whose output was made with another config")]
 ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="take shard i of N of the stage (i/N, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")]
+RunShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", help="take shard i of N of each stage (i/N, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="where shards run: local, or ray (recipe section `ray`)")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster (default: ray.address)")]
@@ -27,55 +29,79 @@ ProgressOpt = Annotated[float, typer.Option(
 
 
 def _fail(exc: Exception) -> NoReturn:
+    from sgpo_data.redaction import redact_url
     from sgpo_data_cli.render import console
 
     message = " ".join(line.strip() for line in str(exc).splitlines()) or type(exc).__name__  # always one line
+    message = redact_url(message)  # whatever raised it, a password in a URL is not printed
     console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
     raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE))
 
 
-def _check_out(out: Path) -> None:
-    """--out is a folder, or a path where one can be made: not a file, nor inside one."""
+def _check_out(out: Path, run_folder: bool = True) -> None:
+    """--out is a folder this process can write, or a path where one can be made: not a file, nor inside one, nor
+    inside another run folder, where that run's --overwrite would delete it. A run folder (`run_folder`) may not lie
+    anywhere inside another run; any other output (a report, checkpoints) only not inside a run's stage folders."""
+    import tempfile
+
+    from sgpo_data.run_reader import STAGE_ORDER
+
+    flag = f"--out {str(out)[:200]}"
     for path in (out, *out.parents):
         try:
             exists, is_dir = path.exists(), path.is_dir()
         except OSError as exc:  # e.g. a name too long for the filesystem
-            raise SgpoError(f"--out {str(out)[:200]}: {exc.strerror or exc}; pass a folder") from None
-        if exists:
-            if not is_dir:
-                raise SgpoError(f"--out {out}: {path} is a file, not a folder; pass a folder (it is made if missing)")
-            return
+            raise SgpoError(f"{flag}: {exc.strerror or exc}; pass a folder") from None
+        if exists and not is_dir:
+            raise SgpoError(f"{flag}: {path} is a file, not a folder; pass a folder (it is made if missing)")
+    chain = [out.resolve(), *out.resolve().parents]
+    for inner, path in zip(chain, chain[1:]):
+        is_run = any((path / s / "manifest.json").is_file() for s in STAGE_ORDER)
+        if is_run and (run_folder or inner.name in (*STAGE_ORDER, "cache")):
+            raise SgpoError(f"{flag} is inside the run folder {path}, whose --overwrite would delete it; pass a folder "
+                            "outside that run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # unwritable, read-only or immutable folders fail here, not mid-run
+    except OSError as exc:
+        raise SgpoError(f"{flag}: cannot write there ({exc.strerror or first_line(exc)}); pass a folder you can "
+                        "write to") from None
 
 
 def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: list[str] | None, overwrite: bool,
              shard: str | None = None, executor: str = "local", ray_address: str | None = None,
              progress_every: float = 30.0) -> None:
+    from sgpo_data.pipeline.signals import Interrupted, stop_on_signals
     from sgpo_data_cli.render import RichProgress, console, progress_bar, source_table, summary_table
 
     started = time.perf_counter()
     try:
-        recipe = load_recipe(recipe_path, overrides or [])
-        from sgpo_data.pipeline import ShardSpec, check_recipe, run_stage
-        from sgpo_data.pipeline.executors import get_executor
-        from sgpo_data.pipeline.lock import RunLock
+        with stop_on_signals():  # SIGTERM/SIGINT: answered requests kept, the lock released, exit 143/130
+            recipe = load_recipe(recipe_path, overrides or [])
+            from sgpo_data.pipeline import ShardSpec, check_recipe, run_stage
+            from sgpo_data.pipeline.executors import get_executor
+            from sgpo_data.pipeline.lock import RunLock
 
-        check_recipe(recipe, stages)
-        spec = ShardSpec.parse(shard)
-        _check_out(out)
-        runner = get_executor(executor, recipe.ray, ray_address)
-        results = []
-        with RunLock(out, spec.index, spec.count), progress_bar() as bar:
-            progress = RichProgress(bar, progress_every)
-            try:
-                for name in stages:
-                    results.append(run_stage(name, recipe, out, shard=spec, overwrite=overwrite, progress=progress,
-                                             executor=runner))
-                    if not results[-1].complete:
-                        break  # the next stage needs the shards other processes are still working on
-            finally:
-                progress.close()
+            check_recipe(recipe, stages)
+            spec = ShardSpec.parse(shard)
+            _check_out(out)
+            runner = get_executor(executor, recipe.ray, ray_address)
+            results = []
+            with RunLock(out, spec.index, spec.count), progress_bar() as bar:
+                progress = RichProgress(bar, progress_every)
+                try:
+                    for name in stages:
+                        results.append(run_stage(name, recipe, out, shard=spec, overwrite=overwrite,
+                                                 progress=progress, executor=runner))
+                        if not results[-1].complete:
+                            break  # the next stage needs the shards other processes are still working on
+                finally:
+                    progress.close()
     except SgpoError as exc:
         _fail(exc)
+    except Interrupted as exc:
+        console.print(Text(str(exc), style="yellow"), soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     last = results[-1]
     if last.complete:
         stats = last.manifest["statistics"]
@@ -89,10 +115,14 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
 
 
 def _exit_for_row_errors(results, out: Path) -> None:
-    """Exit 3 when rows are in error, naming them and how to retry; exit 0 only when none is."""
+    """Exit 3 when rows are in error, in the stages run or upstream of them (a stage run on its own carries its
+    upstream's failed rows along), naming them and how to retry; exit 0 only when none is."""
+    from sgpo_data.run_reader import STAGE_ORDER, StageFiles
     from sgpo_data_cli.render import console, failed_rows
 
-    failed = {r.stage: r.errors for r in results if r.errors}
+    upstream = STAGE_ORDER[: STAGE_ORDER.index(results[0].stage)] if results else []
+    failed = {name: errors for name in upstream if (errors := (StageFiles(out, name).manifest() or {}).get("errors"))}
+    failed.update({r.stage: r.errors for r in results if r.errors})
     if not failed:
         return
     total = sum(sum(kinds.values()) for kinds in failed.values())
@@ -135,18 +165,24 @@ def export(
     recipe: RecipeOpt = None,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
-    format: Annotated[Optional[list[str]], typer.Option("--format", help="view to export (repeatable): flat, grouped, prompts, trl, verl, stepwise; the first is the default config")] = None,
+    view: Annotated[Optional[list[str]], typer.Option("--view", help="view to export (repeatable): flat, grouped, prompts, trl, verl, stepwise; the first is the default config (export.views)")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option(help="upload RUN/export to this Hub dataset repo (owner/name)")] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="visibility of a repo that push creates")] = True,
     revision: Annotated[Optional[str], typer.Option(help="branch to push to (created if missing)")] = None,
     commit_message: Annotated[Optional[str], typer.Option(help="commit message of the upload")] = None,
     token: Annotated[Optional[str], typer.Option(help="Hub token (default: $HF_TOKEN, then `hf auth login`)")] = None,
+    push_with_failed_rows: Annotated[bool, typer.Option(
+        help="push even though rows are in error (they are left out of the views and counted in the card)")] = False,
     shard: ShardOpt = None,
 ) -> None:
-    """Write the views (Parquet + DatasetDict), dataset card and plots to RUN/export/; optionally push to the Hub."""
+    """Write the views (Parquet + DatasetDict), dataset card and plots to RUN/export/; optionally push to the Hub.
+
+    Rows in error, here or upstream, exit 3 and stop the push unless --push-with-failed-rows is given."""
+    from sgpo_data_cli.render import console
+
     overrides = list(set or [])
-    if format:
-        overrides.append(f"export.views=[{', '.join(format)}]")
+    if view:
+        overrides.append(f"export.views=[{', '.join(view)}]")
     if push_to_hub:  # a bad repo id or a missing token fails before any work or upload
         from sgpo_data.export.hub import check_repo_id, resolve_token
 
@@ -155,7 +191,16 @@ def export(
             token = resolve_token(token)
         except SgpoError as exc:
             _fail(exc)
-    _execute(["export"], recipe, out, overrides, overwrite, shard)
+    rows_failed = None
+    try:
+        _execute(["export"], recipe, out, overrides, overwrite, shard)
+    except typer.Exit as exit_:
+        if not (push_to_hub and exit_.exit_code == EXIT_ROWS_FAILED and push_with_failed_rows):
+            if push_to_hub and exit_.exit_code == EXIT_ROWS_FAILED:
+                console.print(f"not pushed to {push_to_hub}: rows are in error; rerun to retry them, or pass "
+                              "--push-with-failed-rows", soft_wrap=True, markup=False)
+            raise
+        rows_failed = exit_
     if push_to_hub:
         from sgpo_data.export.hub import push_to_hub as push
 
@@ -165,6 +210,8 @@ def export(
         except SgpoError as exc:
             _fail(exc)
         print(f"pushed {out / 'export'} to https://huggingface.co/datasets/{push_to_hub} ({url})")
+    if rows_failed is not None:
+        raise rows_failed
 
 
 @app.command()
@@ -175,19 +222,62 @@ def report(run: Annotated[Path, typer.Argument(help="run folder")],
     from sgpo_data.report import write_report
 
     try:
+        _check_out(out or run / "report", run_folder=False)
         path = write_report(run, out)
     except SgpoError as exc:
         _fail(exc)
     print(f"wrote {path} and its plots")
 
 
+def _judge_names() -> str:
+    from sgpo_data.judges import JUDGES
+
+    return ", ".join(JUDGES.names())
+
+
+def _evaluate_judge(config, data: str, subset, limit, seed: int, out: Path, overwrite: bool) -> dict:
+    """eval-judge's work: the judge checked, the data sampled, --out checked, then every item not yet judged there
+    judged and its prediction written as it comes; returns metrics.json's content."""
+    from sgpo_data.judges import judge_for
+    from sgpo_data.judges.evaluate import (Predictions, check_reads_no_truth, evaluate, evaluation_identity,
+                                           load_processbench, sample)
+    from sgpo_data.redaction import redact
+    from sgpo_data_cli.render import console
+
+    step_judge = judge_for(config)  # its engine loads at the first request
+    try:
+        check_reads_no_truth(step_judge, config.judge.name, config.judge.options)
+        data_sets = {name: sample(items, limit, seed) for name, items in load_processbench(data, subset).items()}
+        _check_out(out, run_folder=False)
+        predictions = Predictions(out, evaluation_identity(config.judge, step_judge, data_sets, limit, seed),
+                                  overwrite)
+        try:
+            if kept := sum(predictions.done(name, x) for name, items in data_sets.items() for x in items):
+                console.print(f"resuming {out}: {kept} item(s) already judged are kept")
+            found = evaluate(step_judge, data_sets, predictions, config.judge.max_in_flight,
+                             lambda name, m: console.print(f"{name}: F1 {m['f1']} ({m['items']} items, "
+                                                           f"{m['seconds']} s)"))
+            result = {"data": data, "sample": {"limit": limit, "seed": seed},
+                      "judge": {**config.judge.model_dump(exclude={"max_in_flight"}),
+                                "loaded_model": step_judge.loaded_model_name()}, **found}
+            result = redact(result)  # no password of a base_url
+            predictions.finish(data_sets, result)
+        finally:
+            predictions.close()
+    finally:
+        step_judge.close()
+    return result
+
+
 @app.command("eval-judge")
 def eval_judge(
     data: Annotated[str, typer.Option(help="ProcessBench-format data: Qwen/ProcessBench (Hub), a folder of "
                                            "<subset>.json files, or one JSON/JSONL file")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for metrics.json and predictions.jsonl")],
-    judge: Annotated[str, typer.Option(help="judge name: llm, arith, cascade, prm, mc, labels")] = "llm",
-    judge_column: Annotated[Optional[str], typer.Option(help="labels judge: the column with the predictions")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for predictions.jsonl (written as items are "
+                                      "judged; a rerun resumes), evaluation.json and metrics.json")],
+    judge: Annotated[str, typer.Option(help=f"judge name: {_judge_names()}")] = "llm",
+    judge_column: Annotated[Optional[str], typer.Option(
+        help="labels judge: the column with the predictions (required; not 'label', the ground truth)")] = None,
     recipe: RecipeOpt = None,
     set: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a key of the judge section: options.mode=group, backend=openai, model=NAME, "
@@ -195,39 +285,32 @@ def eval_judge(
     subset: Annotated[Optional[list[str]], typer.Option(help="subset to evaluate (repeatable; default: all)")] = None,
     limit: Annotated[Optional[int], typer.Option(help="a seeded random sample of this many items per subset", min=1)] = None,
     seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="start afresh in an --out that holds another evaluation, deleting its predictions")] = False,
 ) -> None:
     """Measure a step judge on ProcessBench-format data: per subset the accuracy on erroneous and on correct
-    solutions and their harmonic mean F1 (in %), where predictions fall, parse failures and cost."""
-    import json
+    solutions and their harmonic mean F1 (in %), where predictions fall, parse failures and cost. Predictions
+    are written as they come; rerun the same command after an interruption to judge only what is left."""
+    import signal
 
     from rich.console import Console
 
-    from sgpo_data.judges import judge_for
-    from sgpo_data.judges.evaluate import evaluate, load_processbench, sample
+    from sgpo_data.pipeline.signals import Interrupted, stop_on_signals
     from sgpo_data_cli.render import console, judge_eval_table
 
     overrides = [f"judge.name={judge}"] + [s if s.startswith("judge.") else f"judge.{s}" for s in set or []]
     if judge_column is not None:
         overrides.append(f"judge.options.column={judge_column}")
     try:
-        config = load_recipe(recipe, overrides)
-        data_sets = {name: sample(items, limit, seed) for name, items in load_processbench(data, subset).items()}
-        step_judge = judge_for(config)
-        try:
-            found, predictions = evaluate(step_judge, data_sets, config.judge.max_in_flight,
-                                          lambda name, m: console.print(f"{name}: F1 {m['f1']} ({m['items']} items, "
-                                                                        f"{m['seconds']} s)"))
-            model = step_judge.loaded_model_name()
-        finally:
-            step_judge.close()
+        with stop_on_signals():  # SIGTERM/SIGINT: every line written so far stays
+            result = _evaluate_judge(load_recipe(recipe, overrides), data, subset, limit, seed, out, overwrite)
     except SgpoError as exc:
         _fail(exc)
-    result = {"data": data, "sample": {"limit": limit, "seed": seed},
-              "judge": {**config.judge.model_dump(exclude={"max_in_flight"}), "loaded_model": model}, **found}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    with open(out / "predictions.jsonl", "w") as f:
-        f.writelines(json.dumps(p) + "\n" for p in predictions)
+    except Interrupted as exc:
+        console.print(Text(f"interrupted by {signal.Signals(exc.signum).name}: the items judged so far are in "
+                           f"{out / 'predictions.jsonl'}; rerun the same command to resume", style="yellow"),
+                      soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None  # 128 + the signal, as a shell reports it
     Console(stderr=True, width=max(console.width, 110)).print(judge_eval_table(result))  # wider than a pipe's 80
     console.print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
 
@@ -238,7 +321,7 @@ def run(
     out: OutOpt,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
-    shard: ShardOpt = None,
+    shard: RunShardOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     progress_every: ProgressOpt = 30.0,
@@ -246,7 +329,8 @@ def run(
     """All stages in order: generate, judge, score, export. Finished work is skipped; rows in error are retried.
 
     Exit codes: 0 every row ok; 2 bad input, config or a locked run folder; 3 rows in error (rerun to retry
-    them); 4 a service failed and stopped the stage (rerun when it is back)."""
+    them); 4 a service failed and stopped the stage (rerun when it is back); 130/143 stopped by SIGINT/SIGTERM,
+    every answered request saved (rerun to resume)."""
     from sgpo_data.run_reader import STAGE_ORDER
 
     _execute(list(STAGE_ORDER), recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
@@ -254,7 +338,8 @@ def run(
 
 @app.command()
 def train(
-    out: OutOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for checkpoints, metrics.jsonl and the final model "
+                                                          "(OUT/final/)")],
     data: Annotated[Optional[str], typer.Option(help="run folder, Parquet file(s) or Hub dataset id (train.data)")] = None,
     model: Annotated[Optional[str], typer.Option(help="policy to start from (train.model)")] = None,
     advantage: Annotated[Optional[str], typer.Option(help="sgpo or grpo (train.advantage)")] = None,
@@ -271,6 +356,7 @@ def train(
     started = time.perf_counter()
     try:
         cfg = load_recipe(recipe, overrides).train
+        _check_out(out, run_folder=False)
         from sgpo_data.train import train as run_training
 
         with progress_bar() as bar:
@@ -289,7 +375,7 @@ def train(
 
 @app.command()
 def simulate(
-    out: OutOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for dynamics.csv and dynamics.png")],
     init_success: Annotated[Optional[list[float]], typer.Option(help="initial success rates (repeatable)")] = None,
     group_size: Annotated[Optional[list[int]], typer.Option(help="group sizes G (repeatable)")] = None,
     iterations: Annotated[int, typer.Option(help="policy-gradient iterations")] = 300,
@@ -306,6 +392,7 @@ def simulate(
     started = time.perf_counter()
     try:
         score = load_recipe(None, set or []).score
+        _check_out(out, run_folder=False)
         kwargs = {"init_success": tuple(init_success)} if init_success else {}
         if group_size:
             kwargs["group_sizes"] = tuple(group_size)

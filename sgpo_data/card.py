@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from sgpo_data.errors import SgpoError
+from sgpo_data.pipeline.folder import hash_json
 from sgpo_data.report import (
     PLOTS,
     SOURCE_COLUMNS,
@@ -55,8 +56,20 @@ def size_category(num_rows: int) -> str:
     return next((name for bound, name in _SIZE_BUCKETS if num_rows < bound), "n>1T")
 
 
-def _configs(views: dict[str, list[str]]) -> list[dict]:
-    """One config per view, the first the default (what `load_dataset(repo)` loads without a config name)."""
+def loadable_views(rows: dict[str, dict[str, int]]) -> dict[str, list[str]]:
+    """The views and splits a card can offer, from the export's rows per view and split: `datasets` cannot load a
+    split without rows ("corresponds to no data"), so such splits, and views left without one, are left out."""
+    views = {view: [split for split, n in splits.items() if n] for view, splits in rows.items()}
+    return {view: splits for view, splits in views.items() if splits}
+
+
+def _configs(views: dict[str, list[str]], identity: str | None) -> list[dict]:
+    """One config per view, the first the default (what `load_dataset(repo)` loads without a config name).
+
+    `datasets` caches a local folder under its name (`export` for every run) and a hash of the configs as the
+    YAML writes them (the data_files patterns, never the files), so every export would share one cache entry
+    and load the rows of whichever was loaded first. A config's description is part of that hash: the export's
+    `identity` in it gives each export its own entry."""
     if not views:
         raise SgpoError("render_card needs at least one exported view (e.g. {'flat': ['train', 'test']})")
     configs = []
@@ -64,7 +77,9 @@ def _configs(views: dict[str, list[str]]) -> list[dict]:
         if not splits or "/" in view:
             raise SgpoError(f"render_card: view {view!r} needs a plain name and at least one split, got {splits!r}")
         files = [{"split": s, "path": f"{view}/{s}-*.parquet"} for s in splits]
-        configs.append({"config_name": view, "data_files": files, **({"default": True} if not configs else {})})
+        described = {"description": f"the {view} view of sgpo-data export {identity[:16]}"} if identity else {}
+        configs.append({"config_name": view, "data_files": files, **described,
+                        **({"default": True} if not configs else {})})
     return configs
 
 
@@ -81,6 +96,7 @@ def render_card(
     num_rows: int | None = None,
     export_counts: dict | None = None,
     language: list[str] | None = None,
+    identity: str | None = None,
 ) -> str:
     """The README.md of the dataset: Hub YAML metadata, then the Markdown description of the run.
 
@@ -88,8 +104,9 @@ def render_card(
     exported view to its splits (`{view}/{split}-*.parquet` in the repo), the first being the default config;
     `plots` maps a plot's stem (see `report.PLOTS`) to its path relative to the card; `num_rows` (default: the
     run's scored rollouts) picks the size category; `export_counts` (the export stage's counters) adds how many
-    rows in error, and how many responses cut at the token limit, were left out of the views. Raises SgpoError
-    when the run is incomplete or the card would contain a token-shaped string."""
+    rows in error, and how many responses cut at the token limit, were left out of the views; `identity` (what
+    an export's views were made from, see `_configs`) keeps `datasets` from serving another export's rows from
+    its cache. Raises SgpoError when the run is incomplete or the card would contain a token-shaped string."""
     import jinja2
 
     manifests = read_manifests(run)
@@ -102,7 +119,7 @@ def render_card(
         "task_categories": TASK_CATEGORIES,
         "tags": TAGS,
         "size_categories": [size_category(rows)],
-        "configs": _configs(views),
+        "configs": _configs(views, identity),
     }
     table = read_scored(run, ["policy_model", "judge_model"])
     data = manifests["generate"]["config"].get("data", {})
@@ -158,6 +175,8 @@ def render_for_push(export_folder: str | Path, repo_id: str) -> str | None:
     counts = manifest["statistics"]["export"]
     config = manifest["config"]["export"]
     plots = {stem: f"plots/{stem}.png" for stem in PLOTS if (folder / "plots" / f"{stem}.png").is_file()}
-    views = {view: list(splits) for view, splits in counts["views"].items()}
-    return render_card(folder.parent, views, plots, repo_id=repo_id, license=config["license"],
-                       export_counts=counts, language=config.get("language"))
+    # the identity the export gave its card; a manifest without one: the export's record and config
+    identity = counts.get("views_identity") or hash_json([manifest["output_fingerprint"], config])
+    return render_card(folder.parent, loadable_views(counts["views"]), plots, repo_id=repo_id,
+                       license=config["license"], export_counts=counts, language=config.get("language"),
+                       identity=identity)

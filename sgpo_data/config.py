@@ -5,11 +5,12 @@ Every field is documented once, here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sgpo_data.errors import SgpoError
 
@@ -41,6 +42,10 @@ def identity(options: BaseModel) -> dict:
 def operational(default, **kwargs):
     """A Field that changes how a part runs, never what it produces."""
     return Field(default, json_schema_extra={"operational": True}, **kwargs)
+
+
+# A {name} placeholder: braces around a plain name that do not follow a word or a LaTeX command (\boxed{answer}).
+_PLACEHOLDER = re.compile(r"(?<![\w\\}])\{([A-Za-z_]\w*)\}")
 
 
 class _Strict(BaseModel):
@@ -98,6 +103,19 @@ class GenerateConfig(_Strict):
     prompts_per_shard: int = Field(8, ge=1, description="prompts per output shard (the unit of resume and of --shard)")
     max_refills: int = operational(2, ge=0, description="extra requests for the samples a server left out (fewer choices than n)")
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _one_placeholder(cls, template: str) -> str:
+        """Without {problem} every prompt would be sent the same text; any other {name} would be sent literally."""
+        if "{problem}" not in template:
+            raise ValueError("the template lacks {problem}, so every prompt would get the same text; put {problem} "
+                             "where the problem goes")
+        if unknown := sorted(set(_PLACEHOLDER.findall(template)) - {"problem"}):
+            raise ValueError(f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; the only "
+                             "placeholder is {problem} (braces right after a word or LaTeX command, as in "
+                             "\\boxed{answer}, are kept as written)")
+        return template
+
 
 class GraderConfig(_Strict):
     name: str = Field("math_verify", description="grader name, see sgpo_data.graders")
@@ -141,6 +159,11 @@ class ScoreConfig(_Strict):
     scope: Literal["all_wrong", "all_negative_groups"] = Field(
         "all_wrong", description="partial credit for every wrong response, or only inside all-negative groups"
     )
+    no_reference: Literal["refuse", "exclude"] = Field(
+        "refuse", description="prompts without a reference answer have no outcome: refuse the data (checked when "
+        "generate loads the prompts and again by score), or exclude their rows from rewards, advantages, group "
+        "counts and the views (they keep grade_status no_reference and are counted)"
+    )
     advantage: Literal["group", "batch", "none", "rloo"] = Field(
         "group", description="group std scaling (GRPO, TRL's default), batch std scaling, none (Dr. GRPO), "
         "or the leave-one-out mean baseline (RLOO)"
@@ -153,10 +176,11 @@ class ScoreConfig(_Strict):
 
 class ExportConfig(_Strict):
     formats: list[Literal["parquet", "hf"]] = Field(
-        ["parquet", "hf"], description="Parquet files per view and split, and/or a DatasetDict per view saved to disk"
+        ["parquet", "hf"], min_length=1,
+        description="Parquet files per view and split, and/or a DatasetDict per view saved to disk",
     )
     views: list[Literal["flat", "grouped", "prompts", "trl", "verl", "stepwise"]] = Field(
-        ["flat", "grouped", "prompts", "trl", "verl", "stepwise"],
+        ["flat", "grouped", "prompts", "trl", "verl", "stepwise"], min_length=1,
         description="flat: every column; grouped: one row per prompt; prompts: one row per prompt for online "
         "trainers (TRL GRPOTrainer); trl: prompt/completion/advantage; verl: verl's RL parquet, one row per prompt; "
         "stepwise: stepwise supervision (PRM data from the judge). The first is the card's default config",
@@ -172,6 +196,23 @@ class ExportConfig(_Strict):
     dedupe_within_group: bool = Field(False, description="keep the first of identical responses to one prompt")
     card: bool = Field(True, description="write README.md (dataset card) and plots")
     license: str = Field("apache-2.0", description="license in the dataset card's metadata")
+
+    @field_validator("formats", "views")
+    @classmethod
+    def _each_once(cls, names: list[str]) -> list[str]:
+        """A view listed twice would be written twice into the same files; a format twice is surely a typo."""
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"{', '.join(repeated)} listed more than once; list each name once")
+        return names
+
+    @model_validator(mode="after")
+    def _bounds_meet(self) -> ExportConfig:
+        """Checked here, not at export: a run would otherwise generate, judge and score before finding out."""
+        low, high = self.min_response_tokens, self.max_response_tokens
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"export.min_response_tokens={low} is above export.max_response_tokens={high}, so "
+                             "no response could pass both; lower the min or raise the max")
+        return self
 
 
 class EvalConfig(_Strict):

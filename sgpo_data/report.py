@@ -92,12 +92,19 @@ def models(table: pa.Table, column: str) -> str | None:
 # -- formatting (shared with the card) -------------------------------------------------------------------
 
 def check_no_secrets(text: str, where: str) -> None:
-    """Refuse text that contains something shaped like a Hub token or an API key (shown redacted)."""
+    """Refuse text that contains something shaped like a Hub token or an API key, or a URL that carries
+    credentials (shown redacted)."""
+    from sgpo_data.redaction import find_credentials
+
     found = _SECRET.search(text)
     if found:
         line = text.count("\n", 0, found.start()) + 1
         raise SgpoError(f"{where}: line {line} holds what looks like a secret ({found.group()[:5]}…); "
                         "remove it from the recipe/config the run was made with and re-run the stage")
+    for number, line in enumerate(text.splitlines(), 1):
+        if (credential := find_credentials(line)) is not None:
+            raise SgpoError(f"{where}: line {number} holds {credential}; remove it from the recipe/config the run "
+                            "was made with (pass credentials through api_key_env) and re-run the stage")
 
 
 def format_value(value) -> str:

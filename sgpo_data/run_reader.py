@@ -79,9 +79,11 @@ class StageFiles:
         return [i for i in range(manifest["num_shards"]) if self.read_marker(i) is None]
 
     def require_complete(self) -> None:
-        """Fail with one line naming what is missing and what to run, or a part that is not a Parquet file."""
+        """Fail with one line naming what is missing and what to run, a part that is not a Parquet file, or an
+        upstream stage redone since this one was made (its rows would no longer match)."""
         if self.is_complete():
             self.check_parts()
+            self.require_current()
             return
         fix = f"run `sgpo-data {self.stage} --out {self.run}` first"
         missing = self.missing_shards()
@@ -90,6 +92,34 @@ class StageFiles:
         shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise SgpoError(f"{self.dir} is incomplete: shard(s) {shown} of {self.manifest()['num_shards']} are not "
                         f"finished; {fix} (or finish its --shard jobs)")
+
+    @property
+    def upstream(self) -> "StageFiles | None":
+        index = STAGE_ORDER.index(self.stage) if self.stage in STAGE_ORDER else 0
+        return StageFiles(self.run, STAGE_ORDER[index - 1]) if index else None
+
+    def require_current(self) -> None:
+        """Every stage up the chain still holds the output this complete stage was made from: a stage redone with
+        `--overwrite`, or retried, after its downstream was made leaves that downstream stale, and stale rows are
+        refused rather than read beside the new ones."""
+        stage, upstream = self, self.upstream
+        while upstream is not None:
+            manifest = stage.manifest()
+            made_from = manifest.get("upstream_output")
+            # an upstream redone with another config needs --overwrite here too; one that only retried rows does not
+            other_input = upstream.manifest() is not None and manifest["input_fingerprint"] != upstream.manifest()["identity"]
+            redo = (f"rerun `sgpo-data {stage.stage} --out {self.run}{' --overwrite' if other_input else ''}` (and the "
+                    "stages after it)")
+            if made_from is None:
+                raise SgpoError(f"{stage.dir} records no fingerprint of the {upstream.stage} output it was made from "
+                                f"(made by an older sgpo-data); {redo}")
+            if not upstream.is_complete():
+                raise SgpoError(f"{stage.dir} was made from a {upstream.stage} stage that is now missing or "
+                                f"unfinished; finish {upstream.stage}, then {redo}")
+            if made_from != upstream.output_fingerprint():
+                raise SgpoError(f"{stage.dir} is out of date: {upstream.stage} was redone after it was made, so its "
+                                f"rows no longer match; {redo}")
+            stage, upstream = upstream, upstream.upstream
 
     def parts(self) -> list[Path]:
         return [self.part(i) for i in range(self.manifest()["num_shards"])]
@@ -160,7 +190,7 @@ def export_view(run: str | Path, view: str, split: str = "train") -> pa.Table:
     files = sorted((export.dir / view).glob(f"{split}-*.parquet"))
     if not files:
         raise SgpoError(f"{export.dir} has no {view!r} view with a {split!r} split; export it "
-                        f"(sgpo-data export --out {export.run} --format {view}) or pass its Parquet files")
+                        f"(sgpo-data export --out {export.run} --view {view}) or pass its Parquet files")
     try:
         return pa.concat_tables([pq.read_table(f) for f in files])
     except (pa.ArrowException, OSError) as exc:

@@ -100,6 +100,22 @@ def error_rows(table: pa.Table):
     return mask
 
 
+def no_reference_rows(table: pa.Table):
+    """Rows whose prompt has no reference answer (`grade_status` no_reference): no outcome, so no reward."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if "grade_status" not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    return pc.fill_null(pc.equal(table["grade_status"], GradeStatus.NO_REFERENCE), False).to_numpy(zero_copy_only=False)
+
+
+def unscored_rows(table: pa.Table):
+    """Rows that take no part in rewards, advantages, group counts and the views: rows in error, and rows without
+    a reference answer (which the score stage admits only when `score.no_reference` is `exclude`)."""
+    return error_rows(table) | no_reference_rows(table)
+
+
 def group_codes(table: pa.Table, where: str):
     """Each row's group (its prompt): 0..n_groups-1, numbered by the prompt_id's first appearance."""
     import pyarrow.compute as pc

@@ -22,6 +22,15 @@ def tiny_recipe():
     return load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml", tiny_overrides())
 
 
+@pytest.fixture
+def servers():
+    """Two OpenAI-compatible fault servers on loopback, one for the policy and one for the judge."""
+    from tests.fault_server import FaultServer
+
+    with FaultServer() as policy, FaultServer() as judge:
+        yield policy, judge
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The real shipped model, loaded once for the session."""

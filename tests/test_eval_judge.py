@@ -21,14 +21,39 @@ def eval_judge(*args):
 
 
 def test_the_true_labels_score_f1_100_on_every_processbench_subset(shared_data, tmp_path):
-    code, output = eval_judge("--data", shared_data / "processbench", "--judge", "labels", "--out", tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for subset in SUBSETS:  # the truth copied into a column of predictions
+        rows = json.loads((shared_data / "processbench" / f"{subset}.json").read_text())
+        (data / f"{subset}.json").write_text(json.dumps([{**row, "copy": row["label"]} for row in rows]))
+    out = tmp_path / "out"
+    code, output = eval_judge("--data", data, "--judge", "labels", "--judge-column", "copy", "--out", out)
     assert code == 0, output
-    found = json.loads((tmp_path / "metrics.json").read_text())
+    found = json.loads((out / "metrics.json").read_text())
     assert list(found["subsets"]) == SUBSETS
     assert [found["subsets"][s]["items"] for s in SUBSETS] == [400, 1000, 1000, 1000]
     assert all(m["f1"] == m["acc_erroneous"] == m["acc_correct"] == 100.0 for m in found["subsets"].values())
     assert found["mean_f1"] == 100.0 and found["total"]["calls"] == 0
-    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 3400
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 3400
+
+
+@pytest.mark.parametrize("flags", [["--judge", "labels"], ["--judge", "labels", "--judge-column", "label"],
+                                   ["--judge", "noisy", "--set", "options.judge=labels"]],
+                         ids=["no --judge-column", "the ground truth column", "labels inside another judge"])
+def test_the_labels_judge_may_not_read_the_ground_truth(shared_data, tmp_path, flags):
+    code, output = eval_judge("--data", shared_data / "processbench", *flags, "--out", tmp_path)
+    assert code == 2, output
+    [line] = [line for line in output.splitlines() if line.strip()]
+    assert line.startswith("error:") and "ground truth" in line and "--judge-column my_predictions" in line
+    assert list(tmp_path.iterdir()) == []  # refused before anything was judged or written
+
+
+def test_the_judge_option_lists_every_registered_judge():
+    from sgpo_data.judges import JUDGES
+
+    result = CliRunner().invoke(app, ["eval-judge", "--help"], env={"COLUMNS": "200"})
+    [line] = [line for line in result.output.splitlines() if "--judge " in line]
+    assert all(name in line for name in JUDGES.names()) and "noisy" in line
 
 
 def write_jsonl(path, rows):

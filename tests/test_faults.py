@@ -43,12 +43,6 @@ def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, **kwarg
     return result.exit_code, result.output
 
 
-@pytest.fixture
-def servers():
-    with FaultServer() as policy, FaultServer() as judge:
-        yield policy, judge
-
-
 def delivered(server: FaultServer) -> set[str]:
     return {c.key for c in server.log if c.status == 200 and c.fault in DELIVERED}
 

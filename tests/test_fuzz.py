@@ -550,9 +550,9 @@ BAD_DATA = {
     "utf-16.jsonl": (JSONL.encode("utf-16"), "line 1"),
     "wrong columns.jsonl": (b'{"q": "a"}\n', "column(s) 'problem', 'solution', 'answer' not found"),
     "empty problem.jsonl": ((JSONL + '{"problem": " ", "solution": "s", "answer": "1"}\n').encode(),
-                            "row 20 has an empty problem"),
+                            "row 21 has an empty problem"),
     "null problem.jsonl": ((JSONL + '{"problem": null, "solution": "s", "answer": "1"}\n').encode(),
-                           "row 20 has an empty problem"),
+                           "row 21 has an empty problem"),
     "empty.jsonl": (b"", "has no rows"),
     "only blank lines.jsonl": (b"\n\n \t\n\r\n", "has no rows"),
     # JSON lists
@@ -563,23 +563,23 @@ BAD_DATA = {
     "a string.json": (b'"hello"', "line 1: not a JSON object (it is a string)"),
     "empty.json": (b"", "has no rows"),
     "empty list.json": (b"[]", "has no rows"),
-    # CSV: every error names the row (0-based, as the other messages) and its line
+    # CSV: every error names the row (1-based: row 1 is the first data row, as the other messages) and its line
     "header only.csv": (b"problem,solution,answer\n", "has no rows"),
     "empty.csv": (b"", "has no rows"),
-    "short row.csv": (b"problem,solution,answer\na,b,c\nd,e\n", "row 1 (line 3) has 2 field(s) but the header has 3"),
-    "long row.csv": (b"problem,solution,answer\na,b,c\nd,e,f\ng,h,i,j\n", "row 2 (line 4) has 4 field(s)"),
-    "trailing comma.csv": (b"problem,solution,answer\na,b,c,\n", "row 0 (line 2) has 4 field(s)"),
+    "short row.csv": (b"problem,solution,answer\na,b,c\nd,e\n", "row 2 (line 3) has 2 field(s) but the header has 3"),
+    "long row.csv": (b"problem,solution,answer\na,b,c\nd,e,f\ng,h,i,j\n", "row 3 (line 4) has 4 field(s)"),
+    "trailing comma.csv": (b"problem,solution,answer\na,b,c,\n", "row 1 (line 2) has 4 field(s)"),
     "quoted line break before a bad row.csv": (b'problem,solution,answer\n"a\nb",c,d\ne,f\n',
-                                               "row 1 (line 4) has 2 field(s)"),
-    "unterminated quote.csv": (b'problem,solution,answer\na,b,c\n"d,e,f\ng,h,i\n', "row 1 (line 3): unexpected end"),
-    "text after a quote.csv": (b'problem,solution,answer\na,b,c\n"d"x,e,f\n', "row 1 (line 3): ',' expected"),
+                                               "row 2 (line 4) has 2 field(s)"),
+    "unterminated quote.csv": (b'problem,solution,answer\na,b,c\n"d,e,f\ng,h,i\n', "row 2 (line 3): unexpected end"),
+    "text after a quote.csv": (b'problem,solution,answer\na,b,c\n"d"x,e,f\n', "row 2 (line 3): ',' expected"),
     "nul byte.csv": (b"problem,solution,answer\na,b,c\nd\x00,e,f\n", "line 3: holds a NUL byte"),
     "latin-1.csv": ("problem,solution,answer\ncaf\xe9,b,c\n".encode("latin-1"), "line 2: not UTF-8 text"),
     "duplicate column.csv": (b"problem,problem,solution,answer\na,b,c,d\n", "names column 'problem' more than once"),
     "empty header names.csv": (b",,\na,b,c\n", "names column '' more than once"),
     "wrong columns.csv": (b"q,s,a\na,b,c\n", "column(s) 'problem', 'solution', 'answer' not found"),
     "semicolons.csv": (b"problem;solution;answer\na;b;c\n", "not found (columns present: problem;solution;answer)"),
-    "empty problem.csv": (b"problem,solution,answer\na,b,c\n,b,c\n", "row 1 has an empty problem"),
+    "empty problem.csv": (b"problem,solution,answer\na,b,c\n,b,c\n", "row 2 has an empty problem"),
     "binary.csv": (bytes(range(256)) * 3, "not UTF-8 text"),
     # Parquet
     "text.parquet": (b"this is not parquet\n", "could not be read as parquet"),
@@ -687,7 +687,7 @@ def test_csv_names_the_first_bad_row_and_its_line_exactly(tmp_path_factory, prob
     line = len(io.StringIO(before, newline="").readlines()) + 1  # lines as an editor counts them
     with pytest.raises(SgpoError) as exc:
         load_prompts(DataConfig(source=str(path)))
-    assert one_line(str(exc.value)) and f"row {k} (line {line}) has {width} field(s)" in str(exc.value), str(exc.value)
+    assert one_line(str(exc.value)) and f"row {k + 1} (line {line}) has {width} field(s)" in str(exc.value), str(exc.value)
 
 
 def _nth_record_start(text: str, n: int) -> int:

@@ -118,3 +118,9 @@ def test_403_says_no_write_access(export_folder, hub_answering):
 def test_other_http_errors_name_the_status(export_folder, hub_answering, status):
     message = push_error(export_folder, hub_answering(status))
     assert f"failed: {status}" in message
+
+
+def test_a_server_that_is_not_a_hub_is_one_line_naming_it(export_folder, hub_answering):
+    """200 with a body that is no Hub answer: huggingface_hub's KeyError is told as the server's fault."""
+    message = push_error(export_folder, hub_answering(200))
+    assert "does not answer as a Hugging Face Hub" in message and "HF_ENDPOINT" in message

@@ -158,14 +158,14 @@ def test_empty_file(tmp_path, name, content):
 
 def test_empty_problem_names_row(tmp_path):
     path = _jsonl(tmp_path / "x.jsonl", ROWS[:2] + [{"problem": "  ", "solution": "", "answer": "1"}])
-    with pytest.raises(SgpoError, match=r"x\.jsonl: row 2 has an empty problem"):
+    with pytest.raises(SgpoError, match=r"x\.jsonl: row 3 has an empty problem"):
         _load(path)
 
 
 def test_duplicate_id(tmp_path):
     rows = [dict(r, id=f"a{i}") for i, r in enumerate(ROWS)]
     rows[2]["id"] = "a0"
-    with pytest.raises(SgpoError, match=r"duplicate prompt_id 'a0' in rows 0 and 2"):
+    with pytest.raises(SgpoError, match=r"duplicate prompt_id 'a0' in rows 1 and 3"):
         _load(_jsonl(tmp_path / "d.jsonl", rows), columns=ColumnMap(prompt_id="id"))
 
 

@@ -181,3 +181,81 @@ def test_a_marker_without_a_tally_asks_to_redo_the_stage():
     stage = STAGES.get("score", recipe=Recipe())
     with pytest.raises(SgpoError, match="written by an older sgpo-data .* redo the stage with --overwrite"):
         stage.statistics([{"usage": {}}])
+
+
+def no_reference_row(prompt_id: str, idx: int) -> dict:
+    """A wrong-looking row whose prompt had no reference answer: no outcome (is_correct null)."""
+    row = judged_row(prompt_id, idx, 1)
+    row.update(is_correct=None, grade_status="no_reference")
+    return row
+
+
+def test_rows_without_a_reference_are_refused_for_scoring_unless_the_recipe_excludes_them(tmp_path):
+    from sgpo_data.config import load_recipe
+    from sgpo_data.pipeline import run_stage
+    from sgpo_data.run_reader import read_stage
+
+    rows = [judged_row("p", 0, 0), judged_row("p", 1, 2), no_reference_row("q", 0), no_reference_row("q", 1)]
+    judged_run(tmp_path, rows, cut=2)
+    with pytest.raises(SgpoError, match=r"2 row\(s\) have no reference answer .*prompt_id='q'.*score.no_reference=exclude"):
+        run_stage("score", load_recipe(None, []), tmp_path)
+    recipe = load_recipe(None, ["score.no_reference=exclude", "export.card=false"])
+    stats = run_stage("score", recipe, tmp_path, overwrite=True).manifest["statistics"]
+    out = {row["prompt_id"] + str(row["sample_idx"]): row for row in read_stage(tmp_path, "score").to_pylist()}
+    for key in ("q0", "q1"):  # no reward, no advantage, no group: nothing is made up for them
+        assert all(out[key][c] is None for c in ("rts", "reward", "reward_outcome", "advantage", "advantage_grpo",
+                                                 "group_all_negative"))
+        assert out[key]["grade_status"] == "no_reference"  # the status says why
+    assert out["p0"]["reward"] is not None and out["p0"]["advantage"] != 0
+    assert stats["rows_without_reference"] == 2 and stats["rows_in_error"] == 0
+    assert stats["prompts"] == 1 and stats["responses"] == 2 and stats["all_negative_groups"] == 1
+    run_stage("export", recipe, tmp_path)
+    from sgpo_data.run_reader import export_view
+
+    for view in ("flat", "trl", "grouped"):
+        assert "q" not in {r["prompt_id"] for r in export_view(tmp_path, view).to_pylist() if "prompt_id" in r}
+    assert len(export_view(tmp_path, "trl")) == 2
+
+
+def test_prompts_without_a_reference_are_refused_before_generate_loads_a_model(tmp_path):
+    import json
+
+    from sgpo_data.config import load_recipe
+    from sgpo_data.pipeline import run_stage
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"{i} + 1?", "solution": "s", "answer": a}) + "\n"
+                            for i, a in enumerate(["1", None, " "])))
+    recipe = load_recipe(None, [f"data.source={data}", "generate.model=/nonexistent/model"])  # a load would fail
+    with pytest.raises(SgpoError, match=r"2 of 3 prompt\(s\) have no reference answer.*score.no_reference=exclude"):
+        run_stage("generate", recipe, tmp_path / "run")
+
+
+def test_readers_refuse_stages_made_from_an_upstream_that_was_redone(tmp_path):
+    from sgpo_data.config import load_recipe
+    from sgpo_data.pipeline import run_stage
+    from sgpo_data.pipeline.folder import StageFolder
+    from sgpo_data.report import write_report
+    from sgpo_data.run_reader import StageFiles, export_view, read_stage
+
+    rows = [judged_row("p", 0, 0), judged_row("p", 1, 2), judged_row("q", 0, 1), judged_row("q", 1, -1)]
+    table = judged_run(tmp_path, rows, cut=2)
+    recipe = load_recipe(None, ["export.card=false"])
+    run_stage("score", recipe, tmp_path)
+    run_stage("export", recipe, tmp_path)
+    assert len(export_view(tmp_path, "flat")) == 4  # current: readable
+    generate = StageFolder(tmp_path, "generate")  # generate redone (a retry, or --overwrite): shard 1 changed
+    generate.write_shard(1, table.slice(2, 1), "in-1", {}, {"tally": {}})
+    generate.finish({0: "in-0", 1: "in-1"}, lambda markers: {})
+    for stage in ("judge", "score", "export"):
+        with pytest.raises(SgpoError, match=r"judge is out of date: generate was redone after it was made.*"
+                                            r"rerun `sgpo-data judge --out"):
+            StageFiles(tmp_path, stage).require_complete()
+    with pytest.raises(SgpoError, match="out of date"):
+        read_stage(tmp_path, "score")
+    with pytest.raises(SgpoError, match="out of date"):
+        export_view(tmp_path, "flat")  # what `sgpo-data train --data RUN` reads
+    with pytest.raises(SgpoError, match="out of date"):
+        write_report(tmp_path)
+    with pytest.raises(SgpoError, match="out of date"):
+        run_stage("score", recipe, tmp_path)  # a stage run on its own refuses a stale upstream too

@@ -87,13 +87,16 @@ Result = Generation | Choice | RequestError | ServiceError
 @dataclass(eq=False)
 class Feed:
     """The requests waiting to go out, drawn lazily from `source` (a stage opens a shard only when its requests
-    are needed); follow-up requests (refills) go to the front. A closed feed hands out nothing more."""
+    are needed); follow-up requests (refills) go to the front. A closed feed hands out nothing more; a stopped
+    one also tells the engine how long it may still wait for the requests in flight (`patience`)."""
 
     source: Iterator[Request] = field(default_factory=lambda: iter(()))
     closed: bool = False
+    deadline: float | None = None  # once stopped: time.monotonic() after which the requests in flight are dropped
 
     def __post_init__(self):
         self._queue: deque[Request] = deque()
+        self._wake: list = []  # callbacks of engines waiting for a result, called when the feed is stopped
 
     @classmethod
     def of(cls, requests: Iterable[Request]) -> "Feed":
@@ -119,6 +122,22 @@ class Feed:
 
     def close(self) -> None:
         self.closed = True
+
+    def stop(self, grace_s: float) -> None:
+        """Close the feed and give the requests in flight `grace_s` more seconds; wakes an engine waiting for a
+        result so it can honour the deadline. Only sets state: safe in a signal handler."""
+        self.closed = True
+        self.deadline = time.monotonic() + grace_s
+        for wake in self._wake:
+            wake()
+
+    def on_stop(self, wake) -> None:
+        """Have `stop` call `wake()` (an engine that blocks waiting for results; it must be signal-safe)."""
+        self._wake.append(wake)
+
+    def patience(self) -> float | None:
+        """Seconds the engine may still wait for a result: None (as long as it takes) until the feed is stopped."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
 class Backend(ABC):

@@ -10,7 +10,8 @@ timeouts, 408/409/429 and 5xx. What is left after the retries is sorted by `clas
   → a `RequestError` in its place: only its rows are marked;
 - the service's fault (refused connections, 401/403, 404 for the model, 429 past the retries) → `ServiceError`:
   the stage records what came back, stops, and makes no further call.
-The API key is read from the environment variable named by `api_key_env` and never stored.
+The API key is read from the environment variable named by `api_key_env` and never stored; credentials written
+into `base_url` are masked (`sgpo_data.redaction`) in every message and row error text.
 
 With a vLLM server (`vllm_extensions=True`) the backend also asks for the generated token ids
 (`return_tokens_as_token_ids`), constrains judge answers by guided choice and group replies by a regular
@@ -25,16 +26,18 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sgpo_data.backends.base import Backend, Choice, Completion, Feed, Generation, Request, Result
 from sgpo_data.backends.chat import continues
 from sgpo_data.config import operational
 from sgpo_data.errors import SgpoError, ServiceError
 from sgpo_data.outcomes import ErrorKind, RequestError
+from sgpo_data.redaction import redact_url
 
 
 class OpenAIOptions(BaseModel):
@@ -46,6 +49,15 @@ class OpenAIOptions(BaseModel):
     max_retries: int = operational(3, ge=0, description="retries of a transient failure, with backoff")
     vllm_extensions: bool = Field(True, description="the server is vLLM: token ids and guided choice")
 
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        """Checked when the recipe loads: without a scheme every request would fail, after the retries, as a
+        service that cannot be reached."""
+        if url is not None and not re.match(r"https?://[^/\s]", url):
+            raise ValueError(f"{redact_url(url)!r} is not an http(s) URL; write it as http://HOST:PORT/v1")
+        return url
+
 
 class OpenAIBackend(Backend):
     def __init__(self, model: str | None, options: OpenAIOptions | None = None):
@@ -53,7 +65,7 @@ class OpenAIBackend(Backend):
         if not model:
             raise SgpoError("the openai backend needs a model name (generate.model / judge.model), as the server serves it")
         self.model_name, self.options = model, options
-        self.server = options.base_url or "https://api.openai.com/v1"
+        self.server = redact_url(options.base_url or "https://api.openai.com/v1")  # for messages only
         self.api_key = os.environ.get(options.api_key_env) or ("EMPTY" if options.base_url else None)
         if self.api_key is None:
             raise SgpoError(f"no API key: set ${options.api_key_env}, or set a base_url for a local server that needs none")
@@ -76,15 +88,27 @@ class OpenAIBackend(Backend):
         if self._loop is None:
             self._start()
         done: queue.SimpleQueue = queue.SimpleQueue()
+        feed.on_stop(lambda: done.put(None))  # SimpleQueue.put is reentrant: safe from a signal handler
+        pending: set = set()
         in_flight = 0
         while True:
             while (request := feed.pop(None if in_flight == 0 else max_in_flight - in_flight)) is not None:
                 future = asyncio.run_coroutine_threadsafe(self._one(request), self._loop)
                 future.add_done_callback(lambda f, r=request: done.put((r, f)))
+                pending.add(future)
                 in_flight += request.sequences
             if in_flight == 0:
                 return
-            request, future = done.get()
+            try:
+                item = done.get(timeout=feed.patience())
+            except queue.Empty:  # the feed was stopped and its grace is over: what is still out is dropped
+                for future in pending:
+                    future.cancel()
+                return
+            if item is None:  # woken by the feed's stop: wait again, now with its deadline
+                continue
+            request, future = item
+            pending.discard(future)
             in_flight -= request.sequences
             yield request, future.result()
 
@@ -128,8 +152,8 @@ class OpenAIBackend(Backend):
                 raise ValueError("no choices")
             return completion
         except Exception as exc:  # HTML, a truncated body, JSON that is not a chat completion
-            return RequestError(ErrorKind.INVALID_RESPONSE, f"not a chat completion ({type(exc).__name__}: {exc}); "
-                                f"body: {body!r}")
+            return RequestError(ErrorKind.INVALID_RESPONSE, redact_url(
+                f"not a chat completion ({type(exc).__name__}: {exc}); body: {body!r}"))  # a proxy may echo the URL
 
     def _completion(self, choice) -> Completion:
         if choice.message is None:
@@ -163,7 +187,15 @@ def _prompt_tokens(response) -> int:
 
 
 def classify(exc: Exception, server: str, options: OpenAIOptions) -> RequestError | ServiceError:
-    """What an exception left after the client's retries means: this request's fault, or the service's."""
+    """What an exception left after the client's retries means: this request's fault, or the service's; its
+    message with URL credentials masked (the client's own messages may hold the URL)."""
+    outcome = _classify(exc, redact_url(server), options)
+    if isinstance(outcome, RequestError):
+        return RequestError(outcome.kind, redact_url(outcome.message))
+    return ServiceError(redact_url(str(outcome)))
+
+
+def _classify(exc: Exception, server: str, options: OpenAIOptions) -> RequestError | ServiceError:
     import openai
 
     first_line = (str(getattr(exc, "message", "") or exc).splitlines() or [""])[0][:300]

@@ -62,7 +62,7 @@ def load_prompts(cfg: DataConfig) -> pa.Table:
             solution = gsm_solution
     empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(problem), ""), True)
     if pc.any(empty).as_py():
-        raise SgpoError(f"{where}: row {pc.index(empty, True).as_py()} has an empty problem; fix or drop that row")
+        raise SgpoError(f"{where}: row {pc.index(empty, True).as_py() + 1} has an empty problem; fix or drop that row")
     ids = _text(raw, cmap.prompt_id, where) if cmap.prompt_id else _hash_ids(problem)
     _check_ids(ids, where)
     source = pa.repeat(cfg.preset or stem, raw.num_rows)
@@ -237,8 +237,8 @@ def _json_kind(value) -> str:
 
 def _read_csv(text: str, path: Path) -> pa.Table:
     """A CSV file as text columns (ids like 007 stay intact; an empty field is null), read strictly: a row with
-    another number of fields than the header, a broken quote or a NUL byte is one error naming its row (0-based,
-    as in the other messages) and line."""
+    another number of fields than the header, a broken quote or a NUL byte is one error naming its row (1-based:
+    row 1 is the first data row, as in the other messages) and line."""
     if (nul := text.find("\0")) >= 0:
         raise SgpoError(f"data file {path} line {text.count(chr(10), 0, nul) + 1}: holds a NUL byte (binary data?); "
                         "save the file as UTF-8 text")
@@ -252,7 +252,7 @@ def _read_csv(text: str, path: Path) -> pa.Table:
             except StopIteration:
                 break
             except csv.Error as exc:
-                where = f"line {line}" if header is None else f"row {len(rows)} (line {line})"
+                where = f"line {line}" if header is None else f"row {len(rows) + 1} (line {line})"
                 raise SgpoError(f"data file {path} {where}: {exc} (a broken quote?); a field that holds a quote, comma "
                                 'or line break is written in quotes, with each quote inside doubled ("say ""hi""")') \
                     from None
@@ -265,7 +265,7 @@ def _read_csv(text: str, path: Path) -> pa.Table:
                     raise SgpoError(f"data file {path} line {start}: the header names column {dups[0]!r} more than "
                                     "once; give every column its own name")
             elif len(record) != len(header):
-                raise SgpoError(f"data file {path} row {len(rows)} (line {start}) has {len(record)} field(s) but the "
+                raise SgpoError(f"data file {path} row {len(rows) + 1} (line {start}) has {len(record)} field(s) but the "
                                 f"header has {len(header)}; quote a field that holds a comma, and give every row all "
                                 "the header's fields")
             else:
@@ -316,7 +316,7 @@ def _hash_ids(problem: pa.ChunkedArray) -> pa.Array:
 
 def _check_ids(ids: pa.ChunkedArray | pa.Array, where: str) -> None:
     if ids.null_count:
-        row = pc.index(pc.is_null(ids), True).as_py()
+        row = pc.index(pc.is_null(ids), True).as_py() + 1
         raise SgpoError(f"{where}: row {row} has no prompt_id; fill it or map data.columns.prompt_id=null to hash the problem")
     counts = pc.value_counts(ids)
     dups = counts.filter(pc.greater(counts.field("counts"), 1))
@@ -324,7 +324,7 @@ def _check_ids(ids: pa.ChunkedArray | pa.Array, where: str) -> None:
         dup = dups[0]["values"].as_py()
         rows = pc.indices_nonzero(pc.equal(ids, dup)).to_pylist()
         raise SgpoError(
-            f"{where}: duplicate prompt_id {dup!r} in rows {rows[0]} and {rows[1]}; prompt ids must be unique "
+            f"{where}: duplicate prompt_id {dup!r} in rows {rows[0] + 1} and {rows[1] + 1}; prompt ids must be unique "
             "(drop the duplicate, or map data.columns.prompt_id to a unique column)"
         )
 

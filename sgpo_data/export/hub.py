@@ -60,8 +60,8 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def hub_error_message(exc: BaseException, endpoint: str, repo_id: str) -> str | None:
-    """One line for a failed Hub request: where, why and what to do; None when `exc` is not a Hub failure."""
+def hub_error_message(exc: BaseException, endpoint: str, repo_id: str) -> str:
+    """One line for a failed Hub request: where, why and what to do."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     def first_line(text: object) -> str:
@@ -86,7 +86,11 @@ def hub_error_message(exc: BaseException, endpoint: str, repo_id: str) -> str | 
         cause = first_line(exc)
         cause = f"{type(exc).__name__}: {cause}" if cause else type(exc).__name__
         return f"cannot reach the Hub at {endpoint}: {cause}; check the network or HF_ENDPOINT"
-    return None
+    # A server that answers, but not as the Hub does (a wrong HF_ENDPOINT, a proxy's page): huggingface_hub fails
+    # reading the answer (KeyError, JSON errors), which is still the server's fault, not the export's.
+    detail = first_line(exc)
+    return (f"the server at {endpoint} does not answer as a Hugging Face Hub ({type(exc).__name__}"
+            f"{': ' + detail if detail else ''}); check HF_ENDPOINT")
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, private: bool = True,
@@ -118,7 +122,5 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, priv
         from huggingface_hub import constants
 
         message = hub_error_message(exc, getattr(api, "endpoint", None) or constants.ENDPOINT, repo_id)
-        if message is None:
-            raise
         raise SgpoError(message.replace(token, "***")) from None
     return getattr(info, "commit_url", str(info))

@@ -5,14 +5,14 @@ A judge decides locally (`decide`: a deterministic check, existing labels, a loc
 engine. Engine work comes as `Task`s: a task judges some rows through a `session`, a generator that yields a
 request, is sent its result, maybe yields another (a binary search over step prefixes), and returns one verdict
 per row. Most judges ask one request per row (`request`, then `verdict`); a group judge asks one request for
-every wrong response of a group. `Sessions` drives tasks for the judge stage and for `Judge.judge`.
+every wrong response of a group. `Sessions` drives tasks for the judge stage and for `Judge.verdicts_as_done`.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC
-from collections.abc import Callable, Generator, Hashable, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -150,22 +150,43 @@ class Judge(ABC):
               groups: list[Hashable] | None = None) -> list[Verdict | ServiceError]:
         """One verdict per item, in order; a failed request is a verdict with status error, not an exception.
         A failure of the service is a ServiceError in the place of every item it left unjudged."""
-        verdicts: list[Verdict | ServiceError | None] = self.decide_many(items)
-        asked = {i: items[i] for i, v in enumerate(verdicts) if v is None}
-        if asked:
-            groups = groups or range(len(items))  # by default every item is a group of its own
-            sessions = Sessions(self.tasks(asked, {i: groups[i] for i in asked}))
-            first = sessions.start()
-            feed, fatal = Feed.of(first), None
-            for request, result in self.backend.stream(feed, max_in_flight or max(1, sum(r.sequences for r in first))):
-                if isinstance(result, ServiceError):
-                    fatal = fatal or result
-                    feed.close()
+        verdicts: list[Verdict | ServiceError | None] = [None] * len(items)
+        for i, verdict in self.verdicts_as_done(items, max_in_flight, groups):
+            verdicts[i] = verdict
+        return verdicts
+
+    def verdicts_as_done(self, items: list[JudgeInput], max_in_flight: int | None = None,
+                         groups: list[Hashable] | None = None,
+                         local_batch: int | None = None) -> Iterator[tuple[int, Verdict | ServiceError]]:
+        """Each item's index with its verdict as soon as it has one: local verdicts `local_batch` items at a time,
+        then engine verdicts as their requests finish, so a caller can keep each one as it comes. A failure of the
+        service sends nothing more, takes the answers of the requests already in flight (they are paid for), then
+        gives the ServiceError for every item it left unjudged."""
+        asked: dict[int, JudgeInput] = {}
+        step = local_batch or max(1, len(items))
+        for start in range(0, len(items), step):
+            batch = range(start, min(start + step, len(items)))
+            for i, verdict in zip(batch, self.decide_many([items[i] for i in batch])):
+                if verdict is None:
+                    asked[i] = items[i]
                 else:
-                    feed.push_front(sessions.take(request, result))
-            for i in asked:
-                verdicts[i] = sessions.verdicts.get(i, fatal)  # a task the service failure stopped: the failure
-        return [verdicts[i] for i in range(len(items))]
+                    yield i, verdict
+        if not asked:
+            return
+        groups = groups or range(len(items))  # by default every item is a group of its own
+        sessions = Sessions(self.tasks(asked, {i: groups[i] for i in asked}))
+        first = sessions.start()
+        yield from sessions.finished()
+        feed, fatal = Feed.of(first), None
+        for request, result in self.backend.stream(feed, max_in_flight or max(1, sum(r.sequences for r in first))):
+            if isinstance(result, ServiceError):
+                fatal = fatal or result
+                feed.close()  # nothing more goes out
+            else:
+                feed.push_front(sessions.take(request, result))
+                yield from sessions.finished()
+        if fatal is not None:
+            yield from ((i, fatal) for i in asked if i not in sessions.verdicts)
 
     def close(self) -> None:
         if self._backend is not None:

@@ -5,7 +5,11 @@ shards of one run folder never share a database. Only successes are stored: a fa
 
 Writes are grouped: `put` buffers, and the buffer is committed in one transaction every `flush_every` results
 or `flush_s` seconds, and on `flush`/`close` (a stage closes a shard's cache when the shard is done or the
-stage stops). A process killed outright loses at most that last group, which the next run asks for again."""
+stage stops). Once a signal asked the process to stop (`sgpo_data.pipeline.signals`), every result is committed
+as it comes. A process killed outright loses at most that last group, which the next run asks for again.
+
+Keys hash the request with the credentials of URLs in its engine settings masked: a rotated password keeps every
+cached call."""
 
 from __future__ import annotations
 
@@ -15,8 +19,20 @@ import sqlite3
 import time
 from pathlib import Path
 
+from sgpo_data.pipeline import signals
+from sgpo_data.redaction import redact
+
+_ENGINE_SETTINGS = {"options", "backend_options"}  # where a server URL sits; never the messages, which are data
+_committed = 0  # results this process committed, over every cache (for the message of an interrupted run)
+
+
+def committed() -> int:
+    return _committed
+
 
 def request_key(**request) -> str:
+    for name in _ENGINE_SETTINGS & request.keys():
+        request[name] = redact(request[name])
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -38,7 +54,8 @@ class CallCache:
 
     def put(self, key: str, value) -> None:
         self._pending[key] = json.dumps(value)
-        if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_s:
+        if (len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_s
+                or signals.requested()):
             self.flush()
 
     def put_many(self, items: dict[str, object]) -> None:
@@ -47,9 +64,11 @@ class CallCache:
 
     def flush(self) -> None:
         """Commit the buffered results in one transaction."""
+        global _committed
         if self._pending:
             self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?)", list(self._pending.items()))
             self._db.commit()
+            _committed += len(self._pending)
             self._pending.clear()
         self._last_flush = time.monotonic()
 

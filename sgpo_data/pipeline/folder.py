@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from sgpo_data import __version__
 from sgpo_data.errors import SgpoError
+from sgpo_data.redaction import redact
 from sgpo_data.run_reader import STAGE_ORDER, StageFiles
 
 __all__ = ["STAGE_ORDER", "StageFolder", "fingerprint_files", "fingerprint_table", "hash_json"]
@@ -70,11 +71,15 @@ class StageFolder(StageFiles):
     """One stage's folder, for writing."""
 
     def start(self, config: dict, input_fingerprint: str, num_shards: int, overwrite: bool = False) -> None:
-        """Open the stage for writing; resume it when it was begun with the same config and input."""
+        """Open the stage for writing; resume it when it was begun with the same config and input. The config is
+        recorded and compared with URL credentials masked: a manifest never holds a password, and a rotated one is
+        the same config."""
         manifest = self.manifest()
-        config = json.loads(json.dumps(config, default=str))
-        same = manifest is not None and (manifest["config"], manifest["input_fingerprint"], manifest["num_shards"]) \
-            == (config, input_fingerprint, num_shards)
+        config = redact(json.loads(json.dumps(config, default=str)))
+        same = manifest is not None and (redact(manifest["config"]), manifest["input_fingerprint"],
+                                         manifest["num_shards"]) == (config, input_fingerprint, num_shards)
+        if same and manifest["config"] != config:  # recorded before credentials were masked: mask them now
+            write_json(self.manifest_path, {**manifest, "config": config})
         if manifest is not None and not same:
             if not overwrite:
                 raise SgpoError(
@@ -120,17 +125,21 @@ class StageFolder(StageFiles):
 
     def finish(self, inputs: dict[int, str], statistics) -> dict | None:
         """Mark the stage complete when every shard is done on its current input; `statistics(markers)` gives the
-        manifest's statistics. Returns the manifest, or None while shards (of other processes) are pending."""
+        manifest's statistics. The manifest records the output fingerprint of the upstream it was made from, which
+        readers check to refuse stale rows. Returns the manifest, or None while shards (of other processes) are
+        pending."""
         markers = {i: self.read_marker(i) for i in inputs}
         if any(m is None or m["input"] != inputs[i] for i, m in markers.items()):
             return None
         manifest = self.manifest()
+        upstream = self.upstream
         manifest.update(
             status="complete",
             rows=sum(m["rows"] for m in markers.values()),
             errors=total_errors(markers.values()),
             statistics=statistics(markers),
             output_fingerprint=hash_json([markers[i]["output"] for i in sorted(markers)]),
+            upstream_output=upstream.output_fingerprint() if upstream and upstream.is_complete() else None,
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
         write_json(self.manifest_path, manifest)

@@ -30,6 +30,14 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         self.run.mkdir(parents=True, exist_ok=True)
+        try:
+            self._take()
+        except BaseException:  # refused, or interrupted by a signal: hold none of the locks
+            self.release()
+            raise
+        return self
+
+    def _take(self) -> None:
         modes = [fcntl.LOCK_SH if self.sharded else fcntl.LOCK_EX] + [fcntl.LOCK_EX] * (len(self.paths) - 1)
         for path, mode in zip(self.paths, modes):
             handle = open(path, "a+")
@@ -46,7 +54,6 @@ class RunLock:
                 handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
                 handle.flush()
             self._handles.append(handle)
-        return self
 
     def release(self) -> None:
         for handle in reversed(self._handles):

@@ -5,7 +5,10 @@ across shard boundaries and yields each shard as soon as its last request comple
 assembled by position, so their content never depends on the order results arrived in.
 
 A `ServiceError` closes the feed: no new request goes out, the requests in flight are drained (their results
-recorded), the shards that completed are yielded, then the error is raised.
+recorded), the shards that completed are yielded, then the error is raised. A signal (SIGTERM, SIGINT: see
+`sgpo_data.pipeline.signals`) stops the feed: no new request goes out, the requests in flight get a grace period,
+their results are recorded and committed, and no further shard is finished (a shard finished now could be graded
+by a worker the same Ctrl-C stopped); every job is closed, then `Interrupted` is raised.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from sgpo_data.backends.base import Backend, Feed, Request, Result
 from sgpo_data.errors import ServiceError
+from sgpo_data.pipeline import signals
 from sgpo_data.pipeline.folder import add_counts
 from sgpo_data.pipeline.stage import Shard, ShardOutput, Stage
 
@@ -51,8 +55,10 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
     ready: deque[ShardJob] = deque()
     outstanding: dict[ShardJob, int] = {}
     broken: set[ShardJob] = set()
+    unsent: list[ShardJob] = []  # the first job with requests, until the engine starts taking them
 
     def source() -> Iterator[Request]:
+        unsent.clear()  # from here on the first job is in `outstanding`
         for job, requests in _with_requests(first_job, first_requests, jobs):
             for request in requests:
                 request.tag = (job, request.tag)
@@ -63,6 +69,8 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
                 ready.append(job)
 
     def finished(wait: bool = False) -> Iterator[tuple[Shard, ShardOutput]]:
+        if signals.requested():  # stopping: the rerun finishes these shards from the cache
+            return
         for job in [j for j in ready if wait or j.ready()]:
             ready.remove(job)
             try:
@@ -74,41 +82,44 @@ def stream_shards(jobs: Iterable[ShardJob], backend: Callable[[], Backend], max_
 
     jobs = iter(jobs)
     first_job, first_requests = None, []
-    for job in jobs:  # shards that need no request (decided locally, or cached) are done one at a time
-        first_requests = job.requests()
-        if first_requests:
-            first_job = job
-            break
-        ready.append(job)
-        yield from finished(wait=True)
-    if first_job is None:
-        return
-
     feed, fatal = Feed(source()), None
     try:
-        for request, result in backend().stream(feed, max_in_flight):
-            job, request.tag = request.tag
-            outstanding[job] -= 1
-            if isinstance(result, ServiceError):
-                fatal = fatal or result
-                feed.close()
-                broken.add(job)
-            else:
-                follow_ups = job.take(request, result)
-                if fatal:  # recorded, but nothing new goes out
-                    follow_ups = []
-                for follow_up in follow_ups:
-                    follow_up.tag = (job, follow_up.tag)
-                feed.push_front(follow_ups)
-                outstanding[job] += len(follow_ups)
-            if outstanding[job] == 0:
-                del outstanding[job]
-                if job not in broken:
-                    ready.append(job)
-            yield from finished()
-        yield from finished(wait=True)
+        with signals.on_stop(lambda: feed.stop(signals.GRACE_S)):  # raises Interrupted at the end after a signal
+            for job in jobs:  # shards that need no request (decided locally, or cached) are done one at a time
+                ready.append(job)  # closed by the `finally` below if it does not finish
+                first_requests = job.requests()
+                if first_requests:
+                    ready.remove(job)
+                    first_job = job
+                    unsent.append(job)
+                    break
+                yield from finished(wait=True)
+                if feed.closed:
+                    break
+            if first_job is not None and not feed.closed:
+                for request, result in backend().stream(feed, max_in_flight):
+                    job, request.tag = request.tag
+                    outstanding[job] -= 1
+                    if isinstance(result, ServiceError):
+                        fatal = fatal or result
+                        feed.close()
+                        broken.add(job)
+                    else:
+                        follow_ups = job.take(request, result)
+                        if feed.closed:  # recorded, but nothing new goes out
+                            follow_ups = []
+                        for follow_up in follow_ups:
+                            follow_up.tag = (job, follow_up.tag)
+                        feed.push_front(follow_ups)
+                        outstanding[job] += len(follow_ups)
+                    if outstanding[job] == 0:
+                        del outstanding[job]
+                        if job not in broken:
+                            ready.append(job)
+                    yield from finished()
+                yield from finished(wait=True)
     finally:
-        for job in set(outstanding) | broken | set(ready):
+        for job in set(outstanding) | broken | set(ready) | set(unsent):
             job.close()
     if fatal:
         raise fatal

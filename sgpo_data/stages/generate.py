@@ -20,6 +20,7 @@ import pyarrow as pa
 from sgpo_data.backends import BACKENDS, Completion, Request, SamplingParams, get_backend
 from sgpo_data.config import identity
 from sgpo_data.data import load_prompts
+from sgpo_data.errors import SgpoError
 from sgpo_data.graders import GRADERS, get_grader
 from sgpo_data.graders.base import GradeResult
 from sgpo_data.outcomes import ErrorKind, RequestError
@@ -58,6 +59,8 @@ class GenerateStage(StreamingStage):
 
     def plan(self, upstream) -> tuple[list[Shard], str]:
         prompts = load_prompts(self.recipe.data)
+        if self.recipe.score.no_reference == "refuse":
+            _refuse_missing_references(prompts, self.recipe.data.source)
         per_shard, G = self.recipe.generate.prompts_per_shard, self.recipe.generate.sampling.num_samples
         shards = []
         for i in range(-(-prompts.num_rows // per_shard)):
@@ -172,6 +175,20 @@ class _GenerateJob(ShardJob):
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _refuse_missing_references(prompts: pa.Table, source: str) -> None:
+    """Before any model loads: prompts without a reference answer would give rows with no outcome to reward."""
+    import pyarrow.compute as pc
+
+    answers = prompts["reference_answer"]
+    missing = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(answers), ""), True)
+    if count := pc.sum(missing).as_py():
+        first = prompts["prompt_id"][pc.index(missing, True).as_py()].as_py()
+        raise SgpoError(f"data {source}: {count} of {prompts.num_rows} prompt(s) have no reference answer (e.g. "
+                        f"prompt_id={first!r}), so their responses have no outcome to reward; map the answer column "
+                        "(data.columns.reference_answer or data.preset) or set score.no_reference=exclude to leave "
+                        "them out of rewards and views")
 
 
 def _entry(cached: dict | None) -> dict:

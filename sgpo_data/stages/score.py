@@ -3,32 +3,52 @@
 Rows in error (a failed generate or judge request) take no part: their rts, rewards and advantages are null,
 and their group's statistics and advantages are computed over the group's remaining rows (a group left with
 one row gets advantage 0). They are counted in the manifest (`rows_in_error`, `groups_with_rows_in_error`).
+Rows whose prompt has no reference answer have no outcome: the stage refuses them unless `score.no_reference` is
+`exclude`, and then they take no part either (`rows_without_reference`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sgpo_data.errors import SgpoError, first_line
 from sgpo_data.pipeline.folder import hash_json
 from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage, shard_per_part
 from sgpo_data.run_reader import StageFiles
-from sgpo_data.schema import JUDGE_SCHEMA, SCORE_FIELDS, SCORE_SCHEMA, error_rows
+from sgpo_data.schema import JUDGE_SCHEMA, SCORE_FIELDS, SCORE_SCHEMA, error_rows, no_reference_rows, unscored_rows
 from sgpo_data.scoring import score_summary, score_table, score_tally
 from sgpo_data.scoring.score import NEEDED
 from sgpo_data.stats import summed_tallies
 
 
 def load_tokenizer(recipe):
-    """The policy's tokenizer, for token-weighted RTS."""
+    """The policy's tokenizer, for token-weighted RTS; a name that does not load is one line naming the key."""
+    if recipe.score.tokenizer is None and recipe.generate.backend == "openai":
+        raise SgpoError("score.rts=tokens needs the policy's tokenizer: set score.tokenizer to its local folder or Hub "
+                        "id (the name an openai server serves the policy under need not be one)")
+    return _tokenizer(recipe.score.tokenizer or recipe.generate.model)
+
+
+@functools.lru_cache(maxsize=4)  # the recipe check and the stage load the same one
+def _tokenizer(name: str | None):
     from transformers import AutoTokenizer
 
     from sgpo_data.backends.models import resolve_model
 
-    path, _ = resolve_model(recipe.score.tokenizer or recipe.generate.model)
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        path, _ = resolve_model(name)
+        return AutoTokenizer.from_pretrained(path)
+    except SgpoError as exc:
+        raise SgpoError(f"score.rts=tokens (score.tokenizer, else generate.model): {exc}") from None
+    except Exception as exc:  # OSError for an unknown name, Hub errors offline, ValueError for a folder without one
+        raise SgpoError(f"score.rts=tokens: the tokenizer {name!r} (score.tokenizer, else generate.model) could not "
+                        f"be loaded ({first_line(exc)[:200]}); set score.tokenizer to the policy's tokenizer folder "
+                        "or Hub id") from None
 
 
 def whole_upstream(upstream: StageFiles) -> tuple[list[Shard], str]:
@@ -37,12 +57,22 @@ def whole_upstream(upstream: StageFiles) -> tuple[list[Shard], str]:
     return [Shard(0, manifest["output_fingerprint"], manifest["rows"], paths=upstream.parts())], manifest["identity"]
 
 
-def _split_failed(table: pa.Table) -> tuple[pa.Table, pa.Table, np.ndarray]:
-    """(rows that are scored, rows in error, the error mask); no copy when no row is in error."""
-    failed = error_rows(table)
-    if not failed.any():
-        return table, table.slice(0, 0), failed
-    return table.filter(pa.array(~failed)), table.filter(pa.array(failed)), failed
+def _split_unscored(table: pa.Table) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """(rows that are scored, rows that are not, the mask of the latter); no copy when every row is scored."""
+    unscored = unscored_rows(table)
+    if not unscored.any():
+        return table, table.slice(0, 0), unscored
+    return table.filter(pa.array(~unscored)), table.filter(pa.array(unscored)), unscored
+
+
+def refuse_no_reference(table: pa.Table, where: str) -> None:
+    """SGPO rewards need an outcome: rows without a reference answer are refused unless the recipe excludes them."""
+    missing = np.flatnonzero(no_reference_rows(table))
+    if missing.size:
+        first = table["prompt_id"][int(missing[0])].as_py()
+        raise SgpoError(f"{where}: {missing.size} row(s) have no reference answer (grade_status no_reference, e.g. "
+                        f"prompt_id={first!r}), so they have no outcome to reward; map the answer column "
+                        "(data.columns.reference_answer) or set score.no_reference=exclude to leave them out")
 
 
 @STAGES.register("score")
@@ -59,6 +89,10 @@ class ScoreStage(Stage):
         self.batch_std: tuple[float, float] | None = None
         self._tokenizer = None
 
+    def check(self) -> None:
+        """A tokenizer for rts=tokens loads now, before generate and judge are paid for."""
+        self.tokenizer()
+
     def config(self) -> dict:
         return {"score": self.recipe.score.model_dump()}
 
@@ -74,9 +108,9 @@ class ScoreStage(Stage):
     def _batch_std(self, shards: list[Shard]) -> tuple[float, float]:
         """The unbiased std of `reward` and of `reward_outcome` over every scored row of the run, part by part."""
         rewards, outcomes = [], []
-        read = [*NEEDED, "generate_status"]  # what score_table and the error mask read
+        read = [*NEEDED, "generate_status", "grade_status"]  # what score_table and the unscored mask read
         for shard in shards:
-            scored, _, _ = _split_failed(pq.read_table(shard.paths[0], columns=read))
+            scored, _, _ = _split_unscored(pq.read_table(shard.paths[0], columns=read))
             table = score_table(scored, self.recipe.score, self.tokenizer())
             rewards.append(table["reward"].to_numpy(zero_copy_only=False))
             outcomes.append(table["reward_outcome"].to_numpy(zero_copy_only=False))
@@ -91,7 +125,9 @@ class ScoreStage(Stage):
     def process(self, shard: Shard) -> ShardOutput:
         table = shard.load()
         self.check_input(table, shard.where)
-        scored, unscored, failed = _split_failed(table)
+        if self.recipe.score.no_reference == "refuse":
+            refuse_no_reference(table, shard.where)
+        scored, unscored, failed = _split_unscored(table)
         scored = score_table(scored, self.recipe.score, self.tokenizer(), self.batch_std)
         for field in SCORE_FIELDS:
             unscored = unscored.append_column(field, pa.nulls(unscored.num_rows, field.type))
@@ -105,18 +141,20 @@ class ScoreStage(Stage):
 
     def tally(self, table: pa.Table) -> dict:
         read = ["prompt_id", "is_correct", "steps", "first_error_step", "judge_status", "generate_status",
-                "data_source", *[f.name for f in SCORE_FIELDS]]
-        scored, unscored, _ = _split_failed(table.select([c for c in read if c in table.column_names]))
+                "grade_status", "data_source", *[f.name for f in SCORE_FIELDS]]
+        scored, unscored, _ = _split_unscored(table.select([c for c in read if c in table.column_names]))
         counts = score_tally(scored)
-        counts.update(rows_in_error=unscored.num_rows,
-                      groups_with_rows_in_error=pc.count_distinct(unscored["prompt_id"]).as_py(),
+        failed = unscored.filter(pa.array(error_rows(unscored)))
+        counts.update(rows_in_error=failed.num_rows, rows_without_reference=unscored.num_rows - failed.num_rows,
+                      groups_with_rows_in_error=pc.count_distinct(failed["prompt_id"]).as_py(),
                       judge_errors=int(pc.sum(pc.equal(table["judge_status"], "error")).as_py() or 0))
         return counts
 
     def statistics(self, shard_stats: list[dict]) -> dict:
         counts = summed_tallies(shard_stats)
         stats = score_summary(counts)
-        stats.update({key: counts[key] for key in ("rows_in_error", "groups_with_rows_in_error", "judge_errors")})
+        stats.update({key: counts.get(key, 0) for key in ("rows_in_error", "rows_without_reference",
+                                                          "groups_with_rows_in_error", "judge_errors")})
         for stage in ("generate", "judge") if self.run else ():  # what the dataset cost, from the engine stages
             upstream = (StageFiles(self.run, stage).manifest() or {}).get("statistics", {})
             stats.update({f"{stage}_{key}": value for key, value in upstream.get("usage", {}).items()})

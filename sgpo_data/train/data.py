@@ -76,15 +76,28 @@ def _responses(table: pa.Table) -> list[str]:
     return [c if isinstance(c, str) else c[-1]["content"] for c in table["completion"].to_pylist()]
 
 
-def load_examples(source: str, tokenizer, advantage: str, max_length: int, overlong: str,
-                  skip_zero_advantage: bool = True, hub_config: str | None = None) -> TrainData:
+ADVANTAGE_COLUMNS = {"sgpo": "advantage", "grpo": "advantage_grpo"}
+
+
+def read_training_rows(source: str, advantage: str, hub_config: str | None = None) -> tuple[pa.Table, dict | None]:
+    """The training rows and the run's generate config, checked for the columns training reads: done before any
+    model loads, so a wrong --data fails at once."""
     table, generate_config = read_table(source, hub_config)
-    column = {"sgpo": "advantage", "grpo": "advantage_grpo"}[advantage]
+    column = ADVANTAGE_COLUMNS[advantage]
     has_prompt = "prompt" in table.column_names or "problem" in table.column_names
     has_response = "response" in table.column_names or "completion" in table.column_names
     if column not in table.column_names or not has_prompt or not has_response:
         raise SgpoError(f"training data {source} lacks {column!r}, a prompt or a response column; "
-                        "export the `trl` or `flat` view (sgpo-data export --format trl)")
+                        "export the `trl` or `flat` view (sgpo-data export --view trl)")
+    return table, generate_config
+
+
+def load_examples(source: str, tokenizer, advantage: str, max_length: int, overlong: str,
+                  skip_zero_advantage: bool = True, hub_config: str | None = None,
+                  rows: tuple[pa.Table, dict | None] | None = None) -> TrainData:
+    """Tokenised examples of `source` (or of `rows`, as `read_training_rows` returned them)."""
+    table, generate_config = rows or read_training_rows(source, advantage, hub_config)
+    column = ADVANTAGE_COLUMNS[advantage]
     if not tokenizer.chat_template:
         raise SgpoError("the tokenizer has no chat template; train an instruct/chat model or pass one with a template")
     advantages = table[column].to_pylist()

@@ -38,7 +38,7 @@ import torch
 from sgpo_data.config import TrainConfig
 from sgpo_data.errors import SgpoError
 from sgpo_data.pipeline.progress import Progress
-from sgpo_data.train.data import Example, length_grouped_batches, load_examples
+from sgpo_data.train.data import Example, length_grouped_batches, load_examples, read_training_rows
 
 
 def collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -105,7 +105,8 @@ def policy_loss(logp, batch: dict, cfg: TrainConfig, norm: dict) -> tuple[torch.
 
 
 class OfflineTrainer:
-    def __init__(self, cfg: TrainConfig, out: str | Path, progress: Progress | None = None):
+    def __init__(self, cfg: TrainConfig, out: str | Path, progress: Progress | None = None,
+                 rows: tuple | None = None):
         from accelerate import Accelerator
 
         from sgpo_data.backends.models import load_model
@@ -117,7 +118,7 @@ class OfflineTrainer:
         model, self.tokenizer, self.model_name, _ = load_model(cfg.model, str(self.accelerator.device), "float32")
         context = getattr(model.config, "max_position_embeddings", None) or cfg.max_length
         self.data = load_examples(cfg.data or "", self.tokenizer, cfg.advantage, min(cfg.max_length, context),
-                                  cfg.overlong, cfg.skip_zero_advantage, cfg.hub_config)
+                                  cfg.overlong, cfg.skip_zero_advantage, cfg.hub_config, rows)
         self.temperature = cfg.temperature or self.data.temperature or 1.0
         self.examples = self.data.examples
         self._fill_initial_logprobs(model)  # before any update: the initial policy is the reference
@@ -290,4 +291,5 @@ class OfflineTrainer:
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, progress: Progress | None = None) -> dict:
     if not cfg.data:
         raise SgpoError("train.data is not set; pass --data RUN_FOLDER (or Parquet files / a Hub dataset id)")
-    return OfflineTrainer(cfg, out, progress).fit(resume=resume)
+    rows = read_training_rows(cfg.data, cfg.advantage, cfg.hub_config)  # a wrong --data fails before the model loads
+    return OfflineTrainer(cfg, out, progress, rows).fit(resume=resume)
