@@ -290,6 +290,20 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
     node[leaf] = value
 
 
+def apply_overrides(tree: dict, overrides, example: str = "generate.sampling.num_samples=8") -> None:
+    """Set each `dotted.key=value` of `overrides` in `tree` (the value parsed as YAML, replacing what was there);
+    a malformed item is one line showing `example`."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SgpoError(f"--set {item!r}: expected dotted.key=value, e.g. --set {example}")
+        if not all(part.strip() for part in key.split(".")):
+            raise SgpoError(f"--set {item!r}: the key {key!r} has an empty part; expected dotted.key=value, e.g. "
+                            f"--set {example}")
+        _set_dotted(tree, key, _parse_yaml(raw, f"--set {_short(item, 80)}: the value"))
+
+
 def _parse_yaml(text: str, where: str):
     """`text` parsed as YAML; any failure of the parser (syntax, a tag it will not build, an integer too long to
     convert, nesting too deep for it) is one line naming `where`."""
@@ -346,15 +360,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Re
         tree = _parse_yaml(text, f"recipe {path}") or {}
         if not isinstance(tree, dict):
             raise SgpoError(f"recipe {path} must be a mapping of sections (data, generate, judge, ...)")
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SgpoError(f"--set {item!r}: expected dotted.key=value, e.g. --set generate.sampling.num_samples=8")
-        if not all(part.strip() for part in key.split(".")):
-            raise SgpoError(f"--set {item!r}: the key {key!r} has an empty part; expected dotted.key=value, e.g. "
-                            "--set generate.sampling.num_samples=8")
-        _set_dotted(tree, key, _parse_yaml(raw, f"--set {_short(item, 80)}: the value"))
+    apply_overrides(tree, overrides)
     _check_size(tree, ("defaults" if path is None else f"recipe {path}") + (" with --set" if overrides else ""))
     try:
         return Recipe.model_validate(tree)

@@ -38,10 +38,11 @@ def command_with_out(command: str, out: Path, tmp_path: Path) -> list:
         "train": ["train", "--data", tmp_path / "missing", "--out", out],
         "simulate": ["simulate", "--iterations", "1", "--out", out],
         "eval-judge": ["eval-judge", "--data", processbench, "--judge", "arith", "--out", out],
+        "experiment": ["experiment", "--quick", "--out", out],
     }.get(command, [command, "--recipe", DEMO, "--out", out])
 
 
-COMMANDS = ["generate", "judge", "score", "export", "run", "report", "train", "simulate", "eval-judge"]
+COMMANDS = ["generate", "judge", "score", "export", "run", "report", "train", "simulate", "eval-judge", "experiment"]
 
 
 def bad_outs(tmp_path: Path) -> dict[str, Path]:
@@ -123,6 +124,19 @@ def test_token_weighted_rts_with_a_served_policy_needs_a_tokenizer_up_front(tmp_
 def test_an_export_with_nothing_to_write_is_refused_before_any_stage(key, value, tmp_path):
     line = one_line_error(*invoke("run", DEMO, "--out", tmp_path / "run", "--set", f"{key}={value}"))
     assert key in line
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--set", "rl.bogus=1"], ["rl.bogus"]),
+    (["--set", "settings.main.arms=[grpo,noisy_2]"], ["settings.main.arms", "noisy_2", "[0, 1]"]),
+    (["--set", "settings.main.arms=[grpo,best]"], ["unknown arm 'best'"]),
+    (["--preset", "tpu"], ["unknown preset 'tpu'"]),
+    (["--set", "rl.lr"], ["--set 'rl.lr'", "dotted.key=value"]),
+])
+def test_experiment_refuses_a_bad_key_before_writing_anything(args, names, tmp_path):
+    line = one_line_error(*invoke("experiment", *args, "--out", tmp_path / "exp"))
+    assert all(name in line for name in names), line
+    assert not (tmp_path / "exp").exists()
 
 
 def test_help_texts_say_what_each_option_does():

@@ -36,6 +36,13 @@ def _arith(engine, options, policy=None) -> Judge:
     return ArithJudge()
 
 
+@JUDGES.register("chain")
+def _chain(engine, options, policy=None) -> Judge:
+    from sgpo_data.judges.chain import ChainJudge
+
+    return ChainJudge()
+
+
 @JUDGES.register("prm", options=PRMOptions)
 def _prm(engine, options: PRMOptions, policy=None) -> Judge:
     from sgpo_data.judges.prm import PRMJudge
