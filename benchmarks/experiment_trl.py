@@ -55,8 +55,8 @@ def trl_seconds_per_step(cfg, lab, steps: int) -> float:
                               "problem": [p.text for p in problems]})
     reward = ArmReward("sgpo", cfg, seed=0).exact  # the product's SGPOReward, exact judge, the preset's grader
 
-    def sgpo(prompts, completions, **columns):
-        return reward(prompts, [c.removesuffix(tokenizer.eos_token) for c in completions], **columns)
+    async def sgpo(prompts, completions, **columns):  # TRL awaits it, as it awaits SGPOReward itself
+        return await reward(prompts, [c.removesuffix(tokenizer.eos_token) for c in completions], **columns)
 
     sgpo.__name__ = "sgpo"
     times: list[float] = []

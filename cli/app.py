@@ -238,13 +238,14 @@ def _judge_names() -> str:
 def _evaluate_judge(config, data: str, subset, limit, seed: int, out: Path, overwrite: bool) -> dict:
     """eval-judge's work: the judge checked, the data sampled, --out checked, then every item not yet judged there
     judged and its prediction written as it comes; returns metrics.json's content."""
-    from sgpo_data.judges import judge_for
+    from sgpo_data.judges.core import judging_for
     from sgpo_data.judges.evaluate import (Predictions, check_reads_no_truth, evaluate, evaluation_identity,
                                            load_processbench, sample)
     from sgpo_data.redaction import redact
     from sgpo_data_cli.render import console
 
-    step_judge = judge_for(config)  # its engine loads at the first request
+    judging = judging_for(config)  # its engine loads at the first request
+    step_judge = judging.judge
     try:
         check_reads_no_truth(step_judge, config.judge.name, config.judge.options)
         data_sets = {name: sample(items, limit, seed) for name, items in load_processbench(data, subset).items()}
@@ -254,7 +255,7 @@ def _evaluate_judge(config, data: str, subset, limit, seed: int, out: Path, over
         try:
             if kept := sum(predictions.done(name, x) for name, items in data_sets.items() for x in items):
                 console.print(f"resuming {out}: {kept} item(s) already judged are kept")
-            found = evaluate(step_judge, data_sets, predictions, config.judge.max_in_flight,
+            found = evaluate(judging, data_sets, predictions,
                              lambda name, m: console.print(f"{name}: F1 {m['f1']} ({m['items']} items, "
                                                            f"{m['seconds']} s)"))
             result = {"data": data, "sample": {"limit": limit, "seed": seed},
@@ -265,7 +266,7 @@ def _evaluate_judge(config, data: str, subset, limit, seed: int, out: Path, over
         finally:
             predictions.close()
     finally:
-        step_judge.close()
+        judging.close()
     return result
 
 

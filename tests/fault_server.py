@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,23 +72,27 @@ def request_key(body: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def synthesize(body: dict, judge_answer: str) -> dict:
-    """A deterministic chat.completion for `body`, shaped exactly as the OpenAI API returns it."""
+def synthesize(body: dict, judge_answer: str | Callable[[str], str],
+               policy_answer: Callable[[int], str] | None = None) -> dict:
+    """A deterministic chat.completion for `body`, shaped exactly as the OpenAI API returns it. `judge_answer`
+    answers judge prompts: a fixed text, or a function of the prompt's last user message. `policy_answer(k)`
+    writes a policy answer from its seeded number k in 0..99 (default: one step, then "The answer is k.")."""
     messages = body.get("messages") or []
     # vLLM guided choice: "structured_outputs" (current) or "guided_choice" (older releases).
     options = (body.get("structured_outputs") or {}).get("choice") or body.get("guided_choice")
     last_user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
     last_user = last_user if isinstance(last_user, str) else json.dumps(last_user)
     n = body.get("n") or 1
+    answer = judge_answer(last_user) if callable(judge_answer) else judge_answer
 
     def content(index: int) -> str:
         if options:
-            return judge_answer if judge_answer in options else options[0]
+            return answer if answer in options else options[0]
         if "first wrong step" in last_user or "<step_0>" in last_user:  # a judge prompt
-            return judge_answer
+            return answer
         # A policy request: seeded, and different for each choice.
         k = int(hashlib.sha256(json.dumps([messages, body.get("seed"), index]).encode()).hexdigest(), 16) % 100
-        return f"First, compute the total.\n\nThe answer is {k}."
+        return policy_answer(k) if policy_answer else f"First, compute the total.\n\nThe answer is {k}."
 
     choices, completion_tokens = [], 0
     for index in range(n):
@@ -136,6 +141,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._send(400, _error("request body is not JSON", 400))
         call = Call(key=request_key(body), body=body, status=0, fault=None)
+        owner = self.owner
+        with owner._lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._answer(call, raw, body)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
+
+    def _answer(self, call: Call, raw: bytes, body: dict):
         fault = self.owner._arrive(call)
         kind = call.fault = fault.kind if fault else None
 
@@ -152,12 +168,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, HTML_PAGE, "text/html")
         if kind == "slow":
             time.sleep(fault.delay_s)
+        if self.owner.latency_s:
+            time.sleep(self.owner.latency_s)
 
         if self.owner.upstream:
             status, payload, content_type = self.owner._forward(self.path, raw, self.headers)
         else:
             status, content_type = 200, "application/json"
-            payload = json.dumps(synthesize(body, self.owner.judge_answer)).encode()
+            payload = json.dumps(synthesize(body, self.owner.judge_answer, self.owner.policy_answer)).encode()
         if kind == "fewer_choices" and status == 200:
             answer = json.loads(payload)
             answer["choices"] = answer["choices"][:fault.choices]
@@ -186,15 +204,20 @@ def _error(message: str, status: int) -> dict:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # many clients connect at once (a reward loop's whole batch)
 
     def handle_error(self, request, client_address):
         pass  # a client that gave up (timeout) leaves a broken pipe behind; not worth a traceback
 
 
 class FaultServer:
-    def __init__(self, upstream: str | None = None, judge_answer: str = "0"):
+    def __init__(self, upstream: str | None = None, judge_answer: str | Callable[[str], str] = "0",
+                 latency_s: float = 0.0, policy_answer: Callable[[int], str] | None = None):
         self.upstream = upstream.rstrip("/") if upstream else None
-        self.judge_answer = judge_answer
+        self.judge_answer, self.policy_answer = judge_answer, policy_answer
+        self.latency_s = latency_s  # every answer waits this long (a judge's decode time)
+        self.in_flight = 0  # chat requests being answered now
+        self.max_in_flight = 0  # the most ever answered at once
         self.faults: list[Fault] = []  # checked in order, first match wins
         self.log: list[Call] = []  # every POST /v1/chat/completions, in arrival order
         self.port = 0  # 0 until start() picks a free port; restart() reuses it

@@ -75,9 +75,10 @@ def test_a_failed_request_becomes_an_error_verdict_with_its_kind():
                and v.first_error_step is None for v in verdicts)
 
 
-def test_a_service_failure_is_passed_on_for_the_stage_to_stop():
+def test_a_service_failure_is_raised_for_the_caller_to_stop():
     failure = ServiceError("cannot reach http://127.0.0.1:9/v1")
-    assert get_judge("llm", backend=ScriptedBackend(error=failure)).judge([ITEM]) == [failure]
+    with pytest.raises(ServiceError, match="cannot reach"):
+        get_judge("llm", backend=ScriptedBackend(error=failure)).judge([ITEM])
 
 
 def test_constrained_judge_on_the_real_model_always_returns_a_valid_step(smollm2):

@@ -1,6 +1,8 @@
-"""The SGPO reward inside TRL: `SGPOReward` as a GRPOTrainer reward function."""
+"""The SGPO reward inside TRL: `SGPOReward` as a GRPOTrainer reward function (async: TRL awaits it)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 import pytest
@@ -27,15 +29,17 @@ def test_an_all_negative_group_gets_a_reward_spread_from_the_first_errors():
         "10 - 4 = 6.\n\nSo she has 7 left.\n\nThe answer is 7.",       # wrong, no false equation: last step
     ]]
     logged = {}
-    rewards = reward([PROMPT, PROMPT, PROMPT, OTHER, OTHER], completions, solution=["14", "14", "14", "6", "6"],
-                     log_metric=lambda name, value: logged.setdefault(name, value))
+    rewards = asyncio.run(reward([PROMPT, PROMPT, PROMPT, OTHER, OTHER], completions,
+                                 solution=["14", "14", "14", "6", "6"],
+                                 log_metric=lambda name, value: logged.setdefault(name, value)))
     assert rewards[2] == 1.0
     assert 0 < rewards[0] < rewards[1] < 1  # the later the first error, the more credit
     assert 0 < rewards[3] < rewards[4] < 1  # an all-negative group with a spread: GRPO would give it nothing
     assert [v and v.first_error_step for v in reward.last["verdicts"]] == [0, 1, None, 0, -1]
-    assert logged == {"sgpo/all_negative_groups": 1.0, "sgpo/all_negative_groups_with_spread": 1.0}
+    assert logged == {"sgpo/all_negative_groups": 1.0, "sgpo/all_negative_groups_with_spread": 1.0,
+                      "sgpo/judge_failures": 0.0}
     with pytest.raises(KeyError, match="no 'solution' column"):
-        reward([PROMPT], [completion("x")], answer=["1"])
+        asyncio.run(reward([PROMPT], [completion("x")], answer=["1"]))
     reward.close()
 
 
@@ -52,13 +56,16 @@ def test_two_grpo_steps_in_trl_with_the_sgpo_reward_and_with_a_0_1_reward(tmp_pa
     data = load_dataset("parquet", data_files=path, split="train", cache_dir=str(tmp_path / "cache"))
     assert {"prompt", "solution", "reference_solution", "problem"} <= set(data.column_names)
     sgpo = SGPOReward(judge="arith")
-    seen = []
+    seen, scored = [], None
 
-    def outcome_reward(prompts, completions, solution, **kwargs):
-        return [float(c) for c in sgpo.last["correct"]]  # the 0/1 reward of the same completions, graded by sgpo
+    async def outcome_reward(prompts, completions, solution, **kwargs):
+        return [float(c) for c in (await scored)["correct"]]  # the 0/1 reward of the same completions, by sgpo
 
-    def recording_sgpo(prompts, completions, **kwargs):
-        rewards = sgpo(prompts, completions, **kwargs)
+    async def recording_sgpo(prompts, completions, **kwargs):
+        nonlocal scored
+        scored = asyncio.get_running_loop().create_future()
+        rewards = await sgpo(prompts, completions, **kwargs)
+        scored.set_result(sgpo.last)
         seen.append((list(prompts), rewards, list(sgpo.last["correct"])))
         return rewards
 

@@ -1,6 +1,8 @@
 """The SGPO reward with verl's custom-reward signatures: called directly, and inside verl 0.9.1 (its dataset, its
 reward-function loader and its reward manager) over the `verl` view."""
 
+import asyncio
+
 import pytest
 
 from sgpo_data.integrations.verl import compute_score, compute_score_batch
@@ -9,12 +11,16 @@ from tests.helpers import arithmetic_view
 pytestmark = pytest.mark.slow  # math-verify grades in a worker process
 
 
+def score(*args, **kwargs) -> float:
+    return asyncio.run(compute_score(*args, **kwargs))["score"]
+
+
 def test_compute_score_gives_one_sgpo_reward_and_the_batch_variant_groups_by_prompt_id():
     info = {"problem": "Bo has 10 cards and gives away 4. How many cards?", "reference_solution": "10 - 4 = 6.",
             "prompt_id": "bo"}
-    right = compute_score("arithmetic", "10 - 4 = 6.\n\nThe answer is 6.", "6", info, judge="arith")
-    early = compute_score("arithmetic", "10 - 4 = 5.\n\nThe answer is 5.", "6", info, judge="arith")
-    late = compute_score("arithmetic", "10 - 4 = 6.\n\nSo 7 are left.\n\nThe answer is 7.", "6", info, judge="arith")
+    right = score("arithmetic", "10 - 4 = 6.\n\nThe answer is 6.", "6", info, judge="arith")
+    early = score("arithmetic", "10 - 4 = 5.\n\nThe answer is 5.", "6", info, judge="arith")
+    late = score("arithmetic", "10 - 4 = 6.\n\nSo 7 are left.\n\nThe answer is 7.", "6", info, judge="arith")
     assert right == 1.0 and 0 < early < late < 1
     batch = compute_score_batch(["arithmetic"] * 3, ["10 - 4 = 5.\n\nThe answer is 5.",
                                                      "10 - 4 = 6.\n\nSo 7 are left.\n\nThe answer is 7.",

@@ -99,16 +99,4 @@ def get_judge(name: str, backend: Backend | Callable[[], Backend] | None = None,
     return JUDGES.get(name, engine=engine, options=JUDGES.options(name, options, key), policy=policy)
 
 
-def judge_for(recipe) -> Judge:
-    """The recipe's judge: its engine from the judge section, the policy's (for mc) from the generate section;
-    both load at their first request."""
-    from sgpo_data.backends import get_backend
-
-    cfg, policy = recipe.judge, recipe.generate
-    return get_judge(
-        cfg.name, lambda: get_backend(cfg.backend, cfg.model, cfg.backend_options, "judge.backend_options"),
-        cfg.options, policy=lambda: get_backend(policy.backend, policy.model, policy.backend_options,
-                                                "generate.backend_options"))
-
-
-__all__ = ["JUDGES", "Judge", "JudgeInput", "Verdict", "get_judge", "judge_for", "parse_first_error"]
+__all__ = ["JUDGES", "Judge", "JudgeInput", "Verdict", "get_judge", "parse_first_error"]

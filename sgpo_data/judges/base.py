@@ -5,20 +5,21 @@ A judge decides locally (`decide`: a deterministic check, existing labels, a loc
 engine. Engine work comes as `Task`s: a task judges some rows through a `session`, a generator that yields a
 request, is sent its result, maybe yields another (a binary search over step prefixes), and returns one verdict
 per row. Most judges ask one request per row (`request`, then `verdict`); a group judge asks one request for
-every wrong response of a group. `Sessions` drives tasks for the judge stage and for `Judge.verdicts_as_done`.
+every wrong response of a group. `Sessions` drives tasks; `judges.core` runs them through the pipeline's
+request scheduler for every caller.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC
-from collections.abc import Callable, Generator, Hashable, Iterator, Mapping
+from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sgpo_data.backends.base import Backend, Feed, Request, Result
-from sgpo_data.errors import SgpoError, ServiceError
+from sgpo_data.backends.base import Backend, Request, Result
+from sgpo_data.errors import SgpoError
 from sgpo_data.outcomes import RequestError
 from sgpo_data.schema import JudgeStatus
 
@@ -147,46 +148,16 @@ class Judge(ABC):
         raise SgpoError(f"judge {type(self).__name__} decides without an engine; it reads no results")
 
     def judge(self, items: list[JudgeInput], max_in_flight: int | None = None,
-              groups: list[Hashable] | None = None) -> list[Verdict | ServiceError]:
-        """One verdict per item, in order; a failed request is a verdict with status error, not an exception.
-        A failure of the service is a ServiceError in the place of every item it left unjudged."""
-        verdicts: list[Verdict | ServiceError | None] = [None] * len(items)
-        for i, verdict in self.verdicts_as_done(items, max_in_flight, groups):
-            verdicts[i] = verdict
-        return verdicts
+              groups: list[Hashable] | None = None) -> list[Verdict]:
+        """One verdict per item, in order, through the pipeline's request scheduler (`judges.core`); a failed
+        request is a verdict with status error, not an exception. A failure of the service raises its
+        ServiceError once the requests already in flight are answered (None: every request at once)."""
+        from sgpo_data.judges.core import JudgeJob, run_jobs
 
-    def verdicts_as_done(self, items: list[JudgeInput], max_in_flight: int | None = None,
-                         groups: list[Hashable] | None = None,
-                         local_batch: int | None = None) -> Iterator[tuple[int, Verdict | ServiceError]]:
-        """Each item's index with its verdict as soon as it has one: local verdicts `local_batch` items at a time,
-        then engine verdicts as their requests finish, so a caller can keep each one as it comes. A failure of the
-        service sends nothing more, takes the answers of the requests already in flight (they are paid for), then
-        gives the ServiceError for every item it left unjudged."""
-        asked: dict[int, JudgeInput] = {}
-        step = local_batch or max(1, len(items))
-        for start in range(0, len(items), step):
-            batch = range(start, min(start + step, len(items)))
-            for i, verdict in zip(batch, self.decide_many([items[i] for i in batch])):
-                if verdict is None:
-                    asked[i] = items[i]
-                else:
-                    yield i, verdict
-        if not asked:
-            return
-        groups = groups or range(len(items))  # by default every item is a group of its own
-        sessions = Sessions(self.tasks(asked, {i: groups[i] for i in asked}))
-        first = sessions.start()
-        yield from sessions.finished()
-        feed, fatal = Feed.of(first), None
-        for request, result in self.backend.stream(feed, max_in_flight or max(1, sum(r.sequences for r in first))):
-            if isinstance(result, ServiceError):
-                fatal = fatal or result
-                feed.close()  # nothing more goes out
-            else:
-                feed.push_front(sessions.take(request, result))
-                yield from sessions.finished()
-        if fatal is not None:
-            yield from ((i, fatal) for i in asked if i not in sessions.verdicts)
+        job = JudgeJob(self, dict(enumerate(items)), dict(enumerate(groups or range(len(items)))))
+        for _ in run_jobs(self, [job], max_in_flight):
+            pass
+        return [job.verdicts[i] for i in range(len(items))]
 
     def close(self) -> None:
         if self._backend is not None:

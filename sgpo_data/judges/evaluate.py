@@ -21,12 +21,14 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgpo_data.errors import ServiceError, SgpoError
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.errors import SgpoError
+from sgpo_data.judges.base import Judge, Verdict
+from sgpo_data.judges.core import Judging, Row
+from sgpo_data.pipeline.stage import Shard
 from sgpo_data.schema import JudgeStatus
 
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
@@ -34,7 +36,7 @@ HUB_ID = "Qwen/ProcessBench"
 PREDICTIONS, EVALUATION, METRICS = "predictions.jsonl", "evaluation.json", "metrics.json"
 TRUTH = "label"  # the column eval-judge scores against
 RECORD_KEYS = ("subset", "index", "id", "label", "prediction", "status")
-LOCAL_BATCH = 256  # items a local judge decides between two writes: a long reward-model run keeps its progress
+BATCH = 256  # items per job: a reward model batches within it, an engine keeps its window full across jobs
 
 
 @dataclass(frozen=True)
@@ -371,25 +373,28 @@ def _remove(path: Path) -> None:
                         f"hand") from None
 
 
-def evaluate(judge: Judge, data: dict[str, list[Item]], predictions: Predictions, max_in_flight: int = 8,
+def evaluate(judging: Judging, data: dict[str, list[Item]], predictions: Predictions,
              on_subset: Callable[[str, dict], None] = lambda name, m: None) -> dict:
     """Judge every item of every subset that `predictions` has no verdict for (reference-free: ProcessBench has
     no reference solutions), adding each verdict as it comes. Returns the metrics of all of them, old and new."""
     for name, items in data.items():  # every subset checked before anything is judged
-        for column in judge.columns:
+        for column in judging.judge.columns:
             if items and not any(column in x.columns for x in items):
                 raise SgpoError(f"{name}: no item has the column {column!r} the judge reads (judge.options.column); "
                                 f"the items have: {', '.join(items[0].columns)}")
     subsets = {}
     for name, items in data.items():
         started = time.perf_counter()
-        for x, v in _judged(judge, [x for x in items if not predictions.done(name, x)], max_in_flight):
+
+        def write(x: Item, v: Verdict) -> None:
             predictions.add({"subset": name, "index": x.index, "id": x.id, "label": x.label,
                              "prediction": v.first_error_step, "status": v.status, "raw": v.raw, "judge": v.judge,
                              "calls": v.calls, "prompt_tokens": v.prompt_tokens,
                              "completion_tokens": v.completion_tokens, "seconds": round(v.seconds, 4),
                              "error": v.error, "run": predictions.run,
                              "elapsed": round(time.perf_counter() - started, 4)})
+
+        _judge_all(judging, [x for x in items if not predictions.done(name, x)], write)
         records = predictions.of(name, items)
         subsets[name] = {**metrics([r["label"] for r in records], [_verdict(r) for r in records]),
                          "seconds": _wall_seconds(records)}
@@ -401,19 +406,16 @@ def evaluate(judge: Judge, data: dict[str, list[Item]], predictions: Predictions
     return {"mean_f1": round(sum(f1s) / len(f1s), 2) if f1s else None, "subsets": subsets, "total": totals}
 
 
-def _judged(judge: Judge, items: list[Item], max_in_flight: int) -> Iterator[tuple[Item, Verdict]]:
-    """Each item with its verdict, as soon as it has one (reference-free: ProcessBench has no reference solutions).
-    A failure of the service is raised once the answers of the requests already in flight are in."""
-    inputs = [JudgeInput(x.problem, None, x.steps, columns={c: x.columns.get(c) for c in judge.columns})
-              for x in items]
-    fatal = None
-    for i, verdict in judge.verdicts_as_done(inputs, max_in_flight, local_batch=LOCAL_BATCH):
-        if isinstance(verdict, ServiceError):
-            fatal = verdict
-        else:
-            yield items[i], verdict
-    if fatal is not None:
-        raise fatal  # the service failed: stop with its one line
+def _judge_all(judging: Judging, items: list[Item], write: Callable[[Item, Verdict], None]) -> None:
+    """Judge `items` through the judging core, `BATCH` to a job, and `write` each verdict as it comes. Items are
+    judged whatever the scope (they have no outcome grade and no group). A failure of the service is raised once
+    the answers of the requests already in flight are in and written."""
+    jobs = (judging.job([Row(x.problem, None, group=("item", start + k), columns=x.columns, steps=x.steps)
+                         for k, x in enumerate(items[start:start + BATCH])], shard=Shard(start, "", 0),
+                        on_verdict=lambda k, v, start=start: write(items[start + k], v))
+            for start in range(0, len(items), BATCH))
+    for _ in judging.stream(jobs):
+        pass
 
 
 def _verdict(record: dict) -> Verdict:
