@@ -345,6 +345,8 @@ def train(
     model: Annotated[Optional[str], typer.Option(help="policy to start from (train.model)")] = None,
     advantage: Annotated[Optional[str], typer.Option(help="sgpo or grpo (train.advantage)")] = None,
     lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapter or full fine-tuning")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (train.device; auto: CUDA when torch "
+                                                       "sees it)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = False,
     recipe: RecipeOpt = None,
     set: SetOpt = None,
@@ -352,7 +354,7 @@ def train(
     """Offline SGPO (or GRPO) policy-gradient training on an exported run; writes OUT/final/."""
     from sgpo_data_cli.render import RichProgress, console, progress_bar
 
-    flags = {"data": data, "model": model, "advantage": advantage, "lora": lora}
+    flags = {"data": data, "model": model, "advantage": advantage, "lora": lora, "device": device}
     overrides = [f"train.{k}={v}" for k, v in flags.items() if v is not None] + list(set or [])
     started = time.perf_counter()
     try:

@@ -252,6 +252,12 @@ class TrainConfig(_Strict):
     lora_alpha: int = Field(32, ge=1)
     lora_target_modules: list[str] | str = "all-linear"
     gradient_checkpointing: bool = False
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees it (bf16 autocast), "
+                                                   "else CPU (fp32)")
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="pack a micro-batch into one row without padding (position_ids restart per sequence); "
+        "auto: with flash attention, whose varlen kernels make it pay (other attention builds a mask over the row)")
+    logprob_chunk: int = Field(2048, ge=1, description="response positions whose fp32 logits exist at once")
     save_every: int = Field(0, ge=0, description="checkpoint every N optimizer steps (0: only at the end)")
     seed: int = 0
     eval: EvalConfig = EvalConfig()

@@ -32,11 +32,41 @@ def servers():
 
 
 @pytest.fixture(scope="session")
-def smollm2():
-    """The real shipped model, loaded once for the session."""
+def transformers_on():
+    """The shipped model on a device, loaded once per device for the session: `transformers_on("cuda")`."""
     from sgpo_data.backends import get_backend
 
-    return get_backend("transformers")
+    loaded = {}
+
+    def on(device: str):
+        if device not in loaded:
+            loaded[device] = get_backend("transformers", None, {"device": device})
+        return loaded[device]
+
+    yield on
+    for backend in loaded.values():
+        backend.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2(transformers_on):
+    """The real shipped model on the CPU, loaded once for the session."""
+    return transformers_on("cpu")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_generate_tests(metafunc):
+    """A test that takes `device` runs on the CPU, and on CUDA in the GPU tier (`pytest -m gpu`), which is skipped
+    where torch sees no CUDA device."""
+    if "device" in metafunc.fixturenames:
+        cuda = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.slow,
+                                           pytest.mark.skipif(not _cuda(), reason="no CUDA device")])
+        metafunc.parametrize("device", ["cpu", cuda])
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +83,7 @@ def pipeline_run(tmp_path_factory):
 
 # The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out every test that loads the model, starts
 # vLLM, or runs another process (the grader's math-verify worker, the CLI in a subprocess, Ray, torch training).
-SLOW_FIXTURES = {"smollm2", "pipeline_run", "vllm_server", "exported", "demo"}
+SLOW_FIXTURES = {"smollm2", "transformers_on", "pipeline_run", "vllm_server", "exported", "demo"}
 SLOW_MODULES = {"test_pipeline", "test_trainer", "test_openai_backend", "test_grader", "test_faults",
                 "test_executors", "test_simulate"}
 

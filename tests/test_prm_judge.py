@@ -97,8 +97,8 @@ def _direct(reference, item: JudgeInput) -> list[float]:
     return probabilities[ids[0] == tokenizer.convert_tokens_to_ids(SEP)].tolist()
 
 
-def test_the_step_probabilities_are_the_models_own_at_each_separator(prm_path, reference):
-    judge = _judge(prm_path)
+def test_the_step_probabilities_are_the_models_own_at_each_separator(prm_path, reference, device):
+    judge = _judge(prm_path, device=device, dtype="float32")
     for item in ITEMS:
         verdict = judge.decide(item)
         direct = _direct(reference, item)
@@ -150,15 +150,15 @@ def test_the_first_step_below_the_threshold_is_the_first_error(prm_path):
         assert judge.decide(item).first_error_step == expected
 
 
-def test_a_padded_batch_gives_the_verdicts_of_single_items(prm_path):
+def test_a_padded_batch_gives_the_verdicts_of_single_items(prm_path, device):
     items = ITEMS + [JudgeInput("Why?", None, ["Because."]), JudgeInput("Empty", None, [])]
-    one = _judge(prm_path)
+    one = _judge(prm_path, device=device, dtype="float32")
     probabilities = sorted(p for item in items for p in _probabilities(one.decide(item)))
     gaps = [(b - a, (a + b) / 2) for a, b in zip(probabilities, probabilities[1:])]
     threshold = max(gaps[len(gaps) // 4: 3 * len(gaps) // 4])[1]  # well away from every probability
     one.options.threshold = threshold
     single = [one.decide(item) for item in items]
-    batched = _judge(prm_path, threshold=threshold, batch_size=3)
+    batched = _judge(prm_path, threshold=threshold, batch_size=3, device=device, dtype="float32")
     batched.load()
     batched.tokenizer.pad_token = None  # a tokenizer without a pad token pads with eos
     assert batched.tokenizer.pad_token_id is None

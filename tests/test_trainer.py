@@ -42,7 +42,7 @@ def toy_dataset(path, rows):
 def response_logprob(trainer: OfflineTrainer, index: int) -> float:
     from sgpo_data.train.trainer import collate, token_logprobs
 
-    batch = collate([trainer.examples[index]], trainer.tokenizer.pad_token_id, "cpu")
+    batch = collate([trainer.examples[index]], trainer.tokenizer.pad_token_id, trainer.accelerator.device)
     with torch.no_grad():
         logp, _ = token_logprobs(trainer.accelerator.unwrap_model(trainer.model), batch, 1.0)
     return float((logp * batch["mask"]).sum())
@@ -201,3 +201,126 @@ def test_runs_unchanged_under_accelerate_launch_with_two_processes(tiny, tmp_pat
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]  # 4 batches of 2, shared by 2 processes: 2 steps each, logged once per process
     assert (out / "final" / "config.json").is_file()
+
+
+# -- log-probs without the full logits, packing, the first step, memory, devices ---------------------------------
+
+ROWS = [("What is 2 + 2?", "2 + 2 = 4. The answer is 4.", 1.0), ("What is 2 + 2?", "It is 5.", -1.0),
+        ("What is 3 + 5?", "3 + 5 = 8, so the answer is 8.", 0.5), ("What is 3 + 5?", "The answer is 9.", -0.5),
+        ("What is 10 - 4?", "10 - 4 = 6.", 1.0), ("What is 10 - 4?", "10 - 4 = 7, so 7.", -1.0)]
+
+
+def gradients(model) -> list[torch.Tensor]:
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 4096])
+def test_log_probs_through_the_chunked_head_equal_the_full_logits_and_so_do_their_gradients(tiny, tmp_path,
+                                                                                           chunk):
+    from sgpo_data.train.trainer import output_head, response_logprobs, token_logprobs
+
+    trainer = OfflineTrainer(TrainConfig(data=toy_dataset(tmp_path / "toy.parquet", ROWS), model=tiny),
+                             tmp_path / "out")
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    assert trainer.head is output_head(model) is not None  # checked at start: this model's head can be chunked
+    batch = trainer._batch(trainer.examples[:4])
+    weights = torch.linspace(-1, 1, batch["mask"].numel()).view_as(batch["mask"]) * batch["mask"]
+    full, full_entropy = token_logprobs(model, batch, 0.7)
+    (full * weights).sum().backward()
+    expected = gradients(model)
+    fused, entropy = response_logprobs(model, batch, 0.7, chunk, trainer.head)
+    (fused * weights).sum().backward()
+    mask = batch["mask"].bool()
+    assert torch.allclose(fused[mask], full[mask], atol=1e-5, rtol=1e-5) and not fused[~mask].any()
+    assert torch.allclose(entropy[mask], full_entropy[mask], atol=1e-5, rtol=1e-5)
+    for a, b in zip(gradients(model), expected):  # fp32 sums in another order: equal to 1e-5 of the largest
+        assert float((a - b).abs().max()) <= 1e-5 * float(b.abs().max())
+
+
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "dr_grpo"])
+def test_a_packed_batch_gives_the_padded_batchs_log_probs_and_loss(tiny, tmp_path, loss_agg):
+    from sgpo_data.train.trainer import collate, policy_loss
+
+    cfg = TrainConfig(data=toy_dataset(tmp_path / "toy.parquet", ROWS), model=tiny, loss_agg=loss_agg, kl_coef=0.1)
+    trainer = OfflineTrainer(cfg, tmp_path / "out")
+    examples, pad = trainer.examples[:4], trainer.tokenizer.pad_token_id
+    padded = collate(examples, pad, trainer.accelerator.device)
+    packed = collate(examples, pad, trainer.accelerator.device, pack=True)
+    assert packed["input_ids"].shape == (1, sum(e.length for e in examples)) and "attention_mask" not in packed
+    norm = trainer._norm([list(range(4))])
+    with torch.no_grad():
+        a, _ = trainer.logprobs(padded)
+        b, _ = trainer.logprobs(packed)
+        for k in range(4):  # sequence by sequence, the same response log-probs
+            assert torch.allclose(a[padded["seq"] == k], b[packed["seq"] == k], atol=1e-5)
+        # perturb the log-probs so that the ratios, the clipping and the KL all matter
+        loss_a, stats_a = policy_loss(a + 0.3 * padded["mask"], padded, cfg, norm)
+        loss_b, stats_b = policy_loss(b + 0.3 * packed["mask"], packed, cfg, norm)
+    assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-5, abs=1e-7)
+    assert stats_a == pytest.approx(stats_b, rel=1e-5, abs=1e-7)
+    trainer.pack = True  # a training step on packed batches
+    assert trainer.train_step([[0, 1], [2, 3]])["padding_fraction"] == 0.0
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_the_first_steps_importance_ratio_is_exactly_one(tiny, tmp_path, pack, device):
+    """Behaviour log-probs the data lack are computed on the first epoch's own micro-batches, by the same
+    computation as the first step's forward, so its ratios are exactly 1 (the data here have none)."""
+    cfg = TrainConfig(data=toy_dataset(tmp_path / "toy.parquet", ROWS), model=tiny, batch_size=2, grad_accum=3,
+                      kl_coef=0.05, packing="on" if pack else "off", logprob_chunk=7, device=device)
+    trainer = OfflineTrainer(cfg, tmp_path / "out")
+    assert trainer.accelerator.device.type == device
+    assert trainer.data.counts["logprobs_from_initial_policy"] == len(ROWS)
+    _, first = next(iter(trainer.schedule()))
+    metrics = trainer.train_step(first)  # under bf16 autocast on a GPU
+    assert metrics["ratio_min"] == metrics["ratio_max"] == 1.0 and metrics["kl"] == 0.0
+    assert metrics["peak_memory_gb" if device == "cuda" else "peak_rss_gb"] > 0  # peak memory of the step
+
+
+def test_an_out_of_memory_error_names_the_batch_and_the_remedies(tiny, tmp_path, monkeypatch):
+    import sgpo_data.train.trainer as module
+
+    trainer = OfflineTrainer(TrainConfig(data=toy_dataset(tmp_path / "toy.parquet", ROWS), model=tiny,
+                                         batch_size=2, max_length=512), tmp_path / "out")
+
+    def no_memory(*args, **kwargs):  # fault injection: the allocator gives up mid-forward
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(module, "response_logprobs", no_memory)
+    with pytest.raises(SgpoError) as caught:
+        trainer.train_step([[0, 1]])
+    message = str(caught.value)
+    assert "micro-batch of 2 sequences" in message and "train.batch_size 2" in message
+    assert "train.max_length 512" in message and "gradient_checkpointing" in message and "\n" not in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line_before_the_model_loads(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from sgpo_data_cli.app import app
+
+    data = toy_dataset(tmp_path / "toy.parquet", ROWS)
+    with pytest.raises(SgpoError, match="train.device cuda: torch .* sees no CUDA device"):
+        OfflineTrainer(TrainConfig(data=data, model=tiny, device="cuda"), tmp_path / "out")
+    result = CliRunner().invoke(app, ["train", "--data", data, "--model", tiny, "--device", "cuda",
+                                      "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and "sees no CUDA device" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_under_the_training_autocast_the_chunked_head_gives_the_full_logits_log_probs(tiny, tmp_path, device):
+    from sgpo_data.train.trainer import response_logprobs, token_logprobs
+
+    cfg = TrainConfig(data=toy_dataset(tmp_path / "toy.parquet", ROWS), model=tiny, batch_size=2, device=device)
+    trainer = OfflineTrainer(cfg, tmp_path / "out")
+    assert trainer.head is not None
+    batch = trainer._batch(trainer.examples[:2])
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with torch.no_grad(), trainer.accelerator.autocast():  # bf16 on a GPU, nothing on a CPU
+        fused = response_logprobs(model, batch, 1.0, 3, trainer.head)[0]
+        full = token_logprobs(model, batch, 1.0)[0]
+    mask = batch["mask"].bool()
+    assert torch.allclose(fused[mask], full[mask], atol=1e-5 if device == "cpu" else 5e-2)

@@ -30,6 +30,34 @@ def batch_seed(seeds: list[int]) -> int:
     return int.from_bytes(hashlib.sha256(",".join(map(str, seeds)).encode()).digest()[:4], "little")
 
 
+class _SampledLogprobs:
+    """The behaviour log-prob of each sampled token, under the raw logits / temperature (top-p truncation not
+    applied: TRL's convention), recorded as `generate` goes instead of keeping every step's logits. transformers
+    hands the processors it is given the fp32 logits before its temperature and top-p warpers (after any penalty
+    the model's generation config asks for, which then shapes the sampling too); the token
+    sampled at one step is the last input id at the next, and the last step's is given to `finish`."""
+
+    def __init__(self, scale: float):
+        self.scale, self.steps, self._scaled = scale, [], None
+
+    def __call__(self, input_ids, scores):
+        if self._scaled is not None:
+            self._take(input_ids[:, -1])
+        self._scaled = scores / self.scale
+        self._norm = self._scaled.logsumexp(dim=-1)
+        return scores
+
+    def _take(self, tokens) -> None:
+        self.steps.append(self._scaled.gather(1, tokens.unsqueeze(1)).squeeze(1) - self._norm)
+
+    def finish(self, tokens):
+        """(sequences, steps) log-probs of `tokens`, the generated ids."""
+        import torch
+
+        self._take(tokens[:, -1])
+        return torch.stack(self.steps, dim=1)
+
+
 class TransformersBackend(BatchBackend):
     supports_choice = True
 
@@ -58,12 +86,15 @@ class TransformersBackend(BatchBackend):
 
     def generate_batch(self, requests: list[Request]) -> list[Generation]:
         import torch
+        from transformers import LogitsProcessorList
 
         params = requests[0].params
         texts = [self._prompt_text(r.conversation) for r in requests]
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = params.temperature > 0
         torch.manual_seed(batch_seed([r.seed for r in requests]))
+        scale = params.temperature if sample else 1.0
+        recorder = _SampledLogprobs(scale)
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
@@ -74,19 +105,10 @@ class TransformersBackend(BatchBackend):
                 max_new_tokens=params.max_new_tokens,
                 num_return_sequences=params.n,
                 pad_token_id=self.tokenizer.pad_token_id,
-                return_dict_in_generate=True,
-                output_logits=True,
+                logits_processor=LogitsProcessorList([recorder]),
             )
-            tokens = out.sequences[:, enc.input_ids.shape[1] :]
-            # Behaviour log-probs: raw logits / temperature (top-p truncation not applied), TRL's convention.
-            scale = params.temperature if sample else 1.0
-            logprobs = torch.stack(
-                [
-                    torch.log_softmax(step.float() / scale, dim=-1).gather(1, tokens[:, t : t + 1]).squeeze(1)
-                    for t, step in enumerate(out.logits)
-                ],
-                dim=1,
-            ).cpu()
+            tokens = out[:, enc.input_ids.shape[1] :]
+            logprobs = recorder.finish(tokens).cpu()
         tokens = tokens.cpu()
         prompt_tokens = enc.attention_mask.sum(dim=1).tolist()
         completions = [self._completion(tokens[i], logprobs[i]) for i in range(tokens.shape[0])]

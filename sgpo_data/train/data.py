@@ -23,6 +23,10 @@ class Example:
     old_logprobs: list[float] | None  # behaviour log-probs from the data; None → computed from the initial policy
     ref_logprobs: list[float] | None = None
     key: str = ""
+    needs_logprobs: bool = field(init=False)  # the data lack behaviour log-probs: the trainer computes them
+
+    def __post_init__(self):
+        self.needs_logprobs = self.old_logprobs is None
 
     @property
     def length(self) -> int:

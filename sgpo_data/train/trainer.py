@@ -20,9 +20,16 @@ initial policy before training, and the count is reported.
 
 What it does not do: generate new rollouts (that is `sgpo-data generate`), re-score, or value-model PPO.
 
-Efficiency: length-grouped batches keep padding small; gradient accumulation; bf16 autocast on GPU, fp32 on
-CPU; optional gradient checkpointing; LoRA (peft) or full fine-tuning; runs under `accelerate launch`
-(each process takes its share of the batches; DDP syncs gradients on the last micro-batch of a step).
+Efficiency: log-probs come from the model's final hidden states at the response positions only, through the
+output layer chunk by chunk (`logprob_chunk` positions at a time, recomputed in the backward pass), so the
+full-vocabulary logits are never held in fp32, and the entropy comes from the same pass. Batches are
+length-grouped, so padding stays small; with flash attention they are packed instead (one row, no padding,
+`position_ids` restarting per sequence: varlen attention). Missing behaviour and reference log-probs are
+computed on the first epoch's own micro-batches, under the same autocast as training, so the first step's
+importance ratio is exactly 1. Gradient accumulation; bf16 autocast on GPU, fp32 on CPU; optional gradient
+checkpointing; LoRA (peft) or full fine-tuning; runs under `accelerate launch` (each process takes its share
+of the batches; DDP syncs gradients on the last micro-batch of a step). Peak memory per step goes to
+metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import resource
 import time
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 
 from sgpo_data.config import TrainConfig
 from sgpo_data.errors import SgpoError
@@ -41,30 +50,56 @@ from sgpo_data.pipeline.progress import Progress
 from sgpo_data.train.data import Example, length_grouped_batches, load_examples, read_training_rows
 
 
-def collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded prompt+response ids; tensors over predicted positions (input position t predicts t+1)."""
-    width = max(e.length for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    mask = torch.zeros((len(examples), width - 1))
-    old = torch.zeros((len(examples), width - 1))
-    ref = torch.zeros((len(examples), width - 1))
-    for i, e in enumerate(examples):
+def collate(examples: list[Example], pad_id: int, device, pack: bool = False) -> dict[str, torch.Tensor]:
+    """Prompt+response ids and tensors over predicted positions (input position t predicts t+1). Right-padded
+    rows, or with `pack` one row of the sequences end to end with `position_ids` restarting at each (no padding;
+    for varlen attention). `seq` numbers each response position's sequence (-1 elsewhere)."""
+    if pack:
+        spans = [(e, sum(x.length for x in examples[:i])) for i, e in enumerate(examples)]
+        rows, width = 1, sum(e.length for e in examples)
+    else:
+        spans, rows, width = [(e, 0) for e in examples], len(examples), max(e.length for e in examples)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    mask, old, ref = (torch.zeros((rows, width - 1)) for _ in range(3))
+    adv = torch.zeros((rows, width - 1))
+    seq = torch.full((rows, width - 1), -1, dtype=torch.long)
+    for i, (e, start) in enumerate(spans):
+        row = 0 if pack else i
         p, r = len(e.prompt_ids), len(e.response_ids)
-        ids[i, : p + r] = torch.tensor(e.prompt_ids + e.response_ids)
-        attention[i, : p + r] = 1
-        mask[i, p - 1 : p + r - 1] = 1  # logits at p-1 predict the first response token
-        old[i, p - 1 : p + r - 1] = torch.tensor(e.old_logprobs)
+        ids[row, start : start + p + r] = torch.tensor(e.prompt_ids + e.response_ids)
+        attention[row, start : start + p + r] = 1
+        positions[row, start : start + p + r] = torch.arange(p + r)
+        span = slice(start + p - 1, start + p + r - 1)  # logits at p-1 predict the first response token
+        mask[row, span] = 1
+        old[row, span] = torch.tensor(e.old_logprobs)
         if e.ref_logprobs is not None:
-            ref[i, p - 1 : p + r - 1] = torch.tensor(e.ref_logprobs)
-    advantages = torch.tensor([e.advantage for e in examples])
-    batch = {"input_ids": ids, "attention_mask": attention, "mask": mask, "old": old, "ref": ref, "adv": advantages}
+            ref[row, span] = torch.tensor(e.ref_logprobs)
+        adv[row, span] = e.advantage
+        seq[row, span] = i
+    batch = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "mask": mask, "old": old,
+             "ref": ref, "adv": adv, "seq": seq, "sequences": torch.tensor(len(examples))}
+    if pack:
+        del batch["attention_mask"]  # the restarting position_ids mark the sequences
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _forward(model, batch: dict):
+    inner = model
+    while hasattr(inner, "module"):  # DDP, accelerate wrappers
+        inner = inner.module
+    # a transformers model keeps no key/value cache while training; without one it reads packed position_ids
+    extra = {"use_cache": False} if hasattr(inner, "config") else {}
+    if "attention_mask" in batch:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra)
+    return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **extra)  # packed
+
+
 def token_logprobs(model, batch: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each next token under logits / temperature, and the entropy (no gradient) for metrics."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    """Log-prob of each next token under logits / temperature, and the entropy (no gradient), from the full
+    logits: the reference that `response_logprobs` must equal."""
+    logits = _forward(model, batch).logits[:, :-1]
     logits = logits.float() / temperature
     log_norm = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(2, batch["input_ids"][:, 1:].unsqueeze(2)).squeeze(2) - log_norm
@@ -74,9 +109,70 @@ def token_logprobs(model, batch: dict, temperature: float) -> tuple[torch.Tensor
     return logp, entropy
 
 
+def _head_logprobs(hidden, weight, bias, targets, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = torch.nn.functional.linear(hidden, weight, bias).float() / temperature
+    log_norm = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(1, targets.unsqueeze(1)).squeeze(1) - log_norm
+    with torch.no_grad():
+        entropy = log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logp, entropy
+
+
+@contextlib.contextmanager
+def _head_skipped(head):
+    """The model's forward ends at the final hidden states: its output layer passes them through."""
+    head.forward = lambda hidden: hidden  # an instance attribute shadows the class's forward
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+def output_head(model):
+    """The output layer, if `response_logprobs` can apply it by hand: a plain Linear (a LoRA-wrapped or
+    customised head is not); None otherwise."""
+    while hasattr(model, "module"):
+        model = model.module
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head if type(head) is torch.nn.Linear else None
+
+
+def response_logprobs(model, batch: dict, temperature: float, chunk: int = 2048, head=None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_logprobs` at the response positions (zero elsewhere), without the full logits: the forward stops
+    at the final hidden states (through the model's own forward, so DDP and peft see it), and the output layer
+    runs on the response positions only, `chunk` positions at a time, each chunk recomputed in the backward
+    pass, so only one chunk's fp32 logits exist at once. The entropy comes from the same pass. `head`: the
+    output layer (`output_head(model)`); None falls back to `token_logprobs`."""
+    if head is None:
+        return token_logprobs(model, batch, temperature)
+    with _head_skipped(head):
+        hidden = _forward(model, batch).logits[:, :-1]  # the "logits" are the hidden states
+    where = batch["mask"].bool()
+    states, targets = hidden[where], batch["input_ids"][:, 1:][where]
+    logp_parts, entropy_parts = [], []
+    for start in range(0, len(targets), chunk):
+        part = slice(start, start + chunk)
+        if torch.is_grad_enabled():
+            lp, ent = torch.utils.checkpoint.checkpoint(_head_logprobs, states[part], head.weight, head.bias,
+                                                        targets[part], temperature, use_reentrant=False)
+        else:
+            lp, ent = _head_logprobs(states[part], head.weight, head.bias, targets[part], temperature)
+        logp_parts.append(lp)
+        entropy_parts.append(ent)
+    logp = torch.zeros(where.shape, dtype=torch.float32, device=hidden.device)
+    entropy = torch.zeros(where.shape, dtype=torch.float32, device=hidden.device)
+    if logp_parts:
+        logp = logp.masked_scatter(where, torch.cat(logp_parts))
+        entropy = entropy.masked_scatter(where, torch.cat(entropy_parts))
+    return logp, entropy
+
+
 def policy_loss(logp, batch: dict, cfg: TrainConfig, norm: dict) -> tuple[torch.Tensor, dict]:
-    """The clipped policy-gradient loss (+ k3 KL), aggregated with the optimizer step's normaliser `norm`."""
-    mask, adv = batch["mask"], batch["adv"].unsqueeze(1)
+    """The clipped policy-gradient loss (+ k3 KL), aggregated with the optimizer step's normaliser `norm`.
+    `batch["adv"]` is per sequence (B,) or per position (as `mask`); `seq` numbers each position's sequence."""
+    mask = batch["mask"]
+    adv = batch["adv"] if batch["adv"].shape == mask.shape else batch["adv"].unsqueeze(1).expand_as(mask)
     ratio = torch.exp(logp - batch["old"])
     clipped = ratio.clamp(1 - cfg.clip_eps_low, 1 + cfg.clip_eps_high)
     per_token = -torch.minimum(ratio * adv, clipped * adv)
@@ -88,7 +184,14 @@ def policy_loss(logp, batch: dict, cfg: TrainConfig, norm: dict) -> tuple[torch.
     if cfg.loss_agg == "token_mean":
         loss = (per_token * mask).sum() / norm["tokens"]
     elif cfg.loss_agg == "seq_mean_token_mean":
-        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / norm["sequences"]
+        if "seq" in batch:  # per-sequence sums through the sequence numbers (packed rows hold several)
+            where = batch["seq"] >= 0
+            count = int(batch["sequences"])
+            sums = torch.zeros(count, device=mask.device).index_add(0, batch["seq"][where], per_token[where])
+            lengths = torch.zeros(count, device=mask.device).index_add(0, batch["seq"][where], mask[where])
+            loss = (sums / lengths.clamp(min=1)).sum() / norm["sequences"]
+        else:
+            loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / norm["sequences"]
     else:  # dr_grpo: a constant normaliser, no length bias
         loss = (per_token * mask).sum() / (norm["sequences"] * norm["max_response"])
     with torch.no_grad():
@@ -113,6 +216,10 @@ class OfflineTrainer:
 
         self.cfg, self.out, self.progress = cfg, Path(out), progress or Progress()
         cuda = torch.cuda.is_available()
+        if cfg.device == "cuda" and not cuda:
+            raise SgpoError(f"train.device cuda: torch {torch.__version__} sees no CUDA device (built for CUDA "
+                            f"{torch.version.cuda or 'none'}); use --device cpu, or install a CUDA build of torch")
+        cuda = cuda and cfg.device != "cpu"
         self.accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
         torch.manual_seed(cfg.seed)
         model, self.tokenizer, self.model_name, _ = load_model(cfg.model, str(self.accelerator.device), "float32")
@@ -121,7 +228,8 @@ class OfflineTrainer:
                                   cfg.overlong, cfg.skip_zero_advantage, cfg.hub_config, rows)
         self.temperature = cfg.temperature or self.data.temperature or 1.0
         self.examples = self.data.examples
-        self._fill_initial_logprobs(model)  # before any update: the initial policy is the reference
+        attention = getattr(model.config, "_attn_implementation", None) or ""
+        self.pack = cfg.packing == "on" or (cfg.packing == "auto" and attention.startswith("flash_attention"))
         if cfg.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -132,10 +240,11 @@ class OfflineTrainer:
             if cfg.lora:
                 model.enable_input_require_grads()
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.epoch_batches = []
+        self.epoch_batches, first_epoch = [], []
         for epoch in range(cfg.epochs):
             batches = length_grouped_batches(self.examples, cfg.batch_size, cfg.seed + epoch)
             batches = batches[: len(batches) // world * world] or batches  # equal shares across processes
+            first_epoch = first_epoch or batches
             self.epoch_batches.append(batches[rank::world])
         self.steps_per_epoch = math.ceil(len(self.epoch_batches[0]) / cfg.grad_accum)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -151,27 +260,64 @@ class OfflineTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = scheduler
         self.accelerator.register_for_checkpointing(self.scheduler)
+        self.head = self._checked_head(first_epoch[0])
+        # before any update: the initial policy is the behaviour policy where the data lack one, and the reference
+        self._fill_initial_logprobs(first_epoch)
         self.step = 0
 
+    def _batch(self, examples: list[Example]) -> dict:
+        return collate(examples, self.tokenizer.pad_token_id, self.accelerator.device, self.pack)
+
+    def logprobs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Response log-probs and entropies of `batch` under the policy, as training computes them."""
+        with self.accelerator.autocast():
+            return response_logprobs(self.model, batch, self.temperature, self.cfg.logprob_chunk, self.head)
+
     @torch.no_grad()
-    def _fill_initial_logprobs(self, model) -> None:
-        """Behaviour log-probs the data lack, and reference log-probs for the KL term, from the initial policy."""
-        missing = {id(e) for e in self.examples if e.old_logprobs is None}
-        todo = self.examples if self.cfg.kl_coef else [e for e in self.examples if id(e) in missing]
-        model.eval()
-        for start in range(0, len(todo), self.cfg.batch_size):
-            chunk = todo[start : start + self.cfg.batch_size]
+    def _checked_head(self, indices: list[int]):
+        """The output layer for `response_logprobs`, if on this model it gives the full logits' log-probs (a
+        model that changes its logits after the output layer, e.g. soft-capping, does not); else None."""
+        head = output_head(self.model)
+        if head is None:
+            return None
+        examples = [self.examples[i] for i in indices]
+        for e in examples:  # collate wants behaviour log-probs; any values do here
+            e.old_logprobs = e.old_logprobs or [0.0] * len(e.response_ids)
+        batch = self._batch(examples)
+        self.model.eval()
+        fused = response_logprobs(self.model, batch, self.temperature, self.cfg.logprob_chunk, head)[0]
+        full = token_logprobs(self.model, batch, self.temperature)[0] * batch["mask"]
+        self.model.train()
+        for e in examples:
+            e.old_logprobs = None if e.needs_logprobs else e.old_logprobs
+        return head if torch.allclose(fused, full, atol=1e-4, rtol=1e-4) else None
+
+    @torch.no_grad()
+    def _fill_initial_logprobs(self, first_epoch: list[list[int]]) -> None:
+        """Behaviour log-probs the data lack, and reference log-probs for the KL term, from the initial policy:
+        on the first epoch's micro-batches (every process's), so that the first step's forward is the same
+        computation and its importance ratio exactly 1; rows outside them in batches of their own."""
+        todo = {id(e) for e in self.examples if e.needs_logprobs or self.cfg.kl_coef}
+        if not todo:
+            return
+        seen = {i for b in first_epoch for i in b}
+        rest = [i for i, e in enumerate(self.examples) if i not in seen and id(e) in todo]
+        batches = [b for b in first_epoch if any(id(self.examples[i]) in todo for i in b)]
+        batches += [rest[k : k + self.cfg.batch_size] for k in range(0, len(rest), self.cfg.batch_size)]
+        self.model.eval()
+        for indices in batches:
+            chunk = [self.examples[i] for i in indices]
             for e in chunk:  # collate wants old log-probs; placeholders, replaced below
                 e.old_logprobs = e.old_logprobs or [0.0] * len(e.response_ids)
-            batch = collate(chunk, self.tokenizer.pad_token_id, self.accelerator.device)
-            logp, _ = token_logprobs(model, batch, self.temperature)
-            for i, e in enumerate(chunk):
-                values = logp[i][batch["mask"][i].bool()].tolist()
-                if id(e) in missing:
-                    e.old_logprobs = values
+            batch = self._batch(chunk)
+            logp, _ = self.logprobs(batch)
+            for k, e in enumerate(chunk):
+                values = logp[batch["seq"] == k].tolist()
+                if e.needs_logprobs:
+                    e.old_logprobs, e.needs_logprobs = values, False
                 if self.cfg.kl_coef:
                     e.ref_logprobs = values
-        model.train()
+        self.model.train()
 
     def _norm(self, micro_batches: list[list[int]]) -> dict:
         rows = [self.examples[i] for mb in micro_batches for i in mb]
@@ -181,22 +327,34 @@ class OfflineTrainer:
     def train_step(self, micro_batches: list[list[int]]) -> dict:
         """One optimizer step over `grad_accum` micro-batches (lists of example indices)."""
         started = time.perf_counter()
+        cuda = self.accelerator.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.accelerator.device)
         norm, totals, real, padded = self._norm(micro_batches), {}, 0, 0
         self.model.train()
         for j, mb in enumerate(micro_batches):
-            batch = collate([self.examples[i] for i in mb], self.tokenizer.pad_token_id, self.accelerator.device)
+            examples = [self.examples[i] for i in mb]
+            batch = self._batch(examples)
             last = j == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-            with sync, self.accelerator.autocast():
-                logp, entropy = token_logprobs(self.model, batch, self.temperature)
-                loss, stats = policy_loss(logp, batch, self.cfg, norm)
-            self.accelerator.backward(loss)
+            try:
+                with sync:
+                    logp, entropy = self.logprobs(batch)
+                    with self.accelerator.autocast():
+                        loss, stats = policy_loss(logp, batch, self.cfg, norm)
+                    self.accelerator.backward(loss)
+            except torch.OutOfMemoryError:
+                raise SgpoError(
+                    f"out of memory on {self.accelerator.device} in a micro-batch of {len(mb)} sequences of up to "
+                    f"{max(e.length for e in examples)} tokens (train.batch_size {self.cfg.batch_size}, "
+                    f"train.max_length {self.cfg.max_length}); lower batch_size and raise grad_accum to keep the "
+                    f"step's size, lower max_length, or set gradient_checkpointing: true") from None
             stats["loss"] = float(loss.detach())
             stats["entropy"] = float((entropy * batch["mask"]).sum() / batch["mask"].sum().clamp(min=1))
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + (value if key == "loss" else value / len(micro_batches))
-            real += int(batch["attention_mask"].sum())
-            padded += batch["attention_mask"].numel()
+            real += sum(e.length for e in examples)
+            padded += batch["input_ids"].numel()
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -204,8 +362,11 @@ class OfflineTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         elapsed = time.perf_counter() - started
+        memory = ({"peak_memory_gb": torch.cuda.max_memory_allocated(self.accelerator.device) / 1e9} if cuda
+                  else {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6})
         return {"step": self.step, **totals, "grad_norm": float(grad_norm), "lr": lr,
-                "tokens_per_s": real / elapsed, "padding_fraction": 1 - real / padded, "step_time_s": elapsed}
+                "tokens_per_s": real / elapsed, "padding_fraction": 1 - real / padded, "step_time_s": elapsed,
+                **memory}
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
