@@ -28,7 +28,7 @@ def wrong_rows(args) -> list[dict]:
     if run is None:
         run = Path(tempfile.mkdtemp(prefix="group-mode-"))
         recipe = load_recipe(None, [
-            "generate.backend=openai", f"generate.model={args.model}", f"generate.backend_options.base_url={args.base_url}",
+            "generate.backend.name=openai", f"generate.model={args.model}", f"generate.backend.options.base_url={args.base_url}",
             f"data.arithmetic.num_problems={args.problems}", "data.arithmetic.min_steps=2", "data.arithmetic.max_steps=4",
             f"generate.sampling.num_samples={args.samples}", "generate.sampling.max_new_tokens=160",
             "generate.max_in_flight=32"])

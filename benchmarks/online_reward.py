@@ -155,8 +155,8 @@ def main() -> None:
                                "--median-s", str(args.median_s), "--sigma", str(args.sigma)],
                               stdout=subprocess.PIPE, text=True)
     server.stdout.readline()  # "listening on ..."
-    section = {"name": "llm", "backend": "openai", "model": "fake", "max_in_flight": args.max_in_flight,
-               "backend_options": {"base_url": f"http://127.0.0.1:{port}/v1"}}
+    section = {"name": "llm", "model": "fake", "max_in_flight": args.max_in_flight,
+               "backend": {"name": "openai", "options": {"base_url": f"http://127.0.0.1:{port}/v1"}}}
     rows = make_rows(args.groups, args.g)
     try:
         figures = {"bare": bare(section, rows), "TRL": trl(section, rows),

@@ -89,7 +89,7 @@ class Experiment:
         return Recipe.model_validate({
             "data": {"source": "arithmetic", "arithmetic": {"num_problems": problems, "min_steps": a.min_steps,
                                                             "max_steps": a.max_steps, "seed": seed}},
-            "generate": {"backend": "openai", "model": "policy", "backend_options": {"base_url": url},
+            "generate": {"backend": {"name": "openai", "options": {"base_url": url}}, "model": "policy",
                          "sampling": {"num_samples": samples, "temperature": a.temperature, "top_p": 1.0,
                                       "max_new_tokens": a.max_new_tokens, "seed": seed},
                          "max_in_flight": a.max_in_flight, "prompts_per_shard": 16},

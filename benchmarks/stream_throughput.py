@@ -75,7 +75,7 @@ def judge_bodies(recipe: Recipe, run: Path) -> list[dict]:
     """The requests the judge stage sends: one guided-choice request per wrong response."""
     table = read_stage(run, "generate")
     table = table.filter(pc.invert(pc.fill_null(table["is_correct"], False)))
-    template, segmenter = load_template(), get_segmenter(recipe.judge.segmenter, recipe.judge.segmenter_options)
+    template, segmenter = load_template(), get_segmenter(recipe.judge.segmenter.name, recipe.judge.segmenter.options)
     bodies = []
     for row in table.to_pylist():
         steps = segmenter.split(row["response"])
@@ -87,7 +87,7 @@ def judge_bodies(recipe: Recipe, run: Path) -> list[dict]:
 
 
 def recipe_for(args, prompts: int, concurrency: int) -> Recipe:
-    engine = {"backend": "openai", "model": args.model, "backend_options": {"base_url": args.base_url}}
+    engine = {"backend": {"name": "openai", "options": {"base_url": args.base_url}}, "model": args.model}
     return Recipe.model_validate({
         "data": {"source": "arithmetic", "arithmetic": {"num_problems": prompts, "seed": 0}},
         "generate": {**engine, "sampling": {"num_samples": args.n, "temperature": 1.0,

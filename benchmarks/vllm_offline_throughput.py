@@ -49,7 +49,7 @@ def main() -> None:
 
     recipe = Recipe.model_validate({
         "data": {"source": "arithmetic", "arithmetic": {"num_problems": args.prompts, "seed": 0}},
-        "generate": {"backend": "vllm-loaded", "model": args.model, "backend_options": {"dtype": args.dtype},
+        "generate": {"backend": {"name": "vllm-loaded", "options": {"dtype": args.dtype}}, "model": args.model,
                      "sampling": {"num_samples": args.n, "temperature": 1.0, "max_new_tokens": args.max_new_tokens},
                      "max_in_flight": args.max_in_flight or args.prompts * args.n, "prompts_per_shard": 8},
     })

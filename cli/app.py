@@ -38,6 +38,13 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE))
 
 
+def _names(kind: str) -> str:
+    """The registered names of one kind of part, for a flag's help (the registry is the only list)."""
+    from sgpo_data.config import registry
+
+    return ", ".join(registry(kind).names())
+
+
 def _check_out(out: Path, run_folder: bool = True) -> None:
     """--out is a folder this process can write, or a path where one can be made: not a file, nor inside one, nor
     inside another run folder, where that run's --overwrite would delete it. A run folder (`run_folder`) may not lie
@@ -165,7 +172,7 @@ def export(
     recipe: RecipeOpt = None,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
-    view: Annotated[Optional[list[str]], typer.Option("--view", help="view to export (repeatable): flat, grouped, prompts, trl, verl, stepwise; the first is the default config (export.views)")] = None,
+    view: Annotated[Optional[list[str]], typer.Option("--view", help=f"view to export (repeatable): {_names('view')}; the first is the default config (export.views)")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option(help="upload RUN/export to this Hub dataset repo (owner/name)")] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="visibility of a repo that push creates")] = True,
     revision: Annotated[Optional[str], typer.Option(help="branch to push to (created if missing)")] = None,
@@ -229,12 +236,6 @@ def report(run: Annotated[Path, typer.Argument(help="run folder")],
     print(f"wrote {path} and its plots")
 
 
-def _judge_names() -> str:
-    from sgpo_data.judges import JUDGES
-
-    return ", ".join(JUDGES.names())
-
-
 def _evaluate_judge(config, data: str, subset, limit, seed: int, out: Path, overwrite: bool) -> dict:
     """eval-judge's work: the judge checked, the data sampled, --out checked, then every item not yet judged there
     judged and its prediction written as it comes; returns metrics.json's content."""
@@ -276,13 +277,13 @@ def eval_judge(
                                            "<subset>.json files, or one JSON/JSONL file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for predictions.jsonl (written as items are "
                                       "judged; a rerun resumes), evaluation.json and metrics.json")],
-    judge: Annotated[str, typer.Option(help=f"judge name: {_judge_names()}")] = "llm",
+    judge: Annotated[str, typer.Option(help=f"judge name: {_names('judge')}")] = "llm",
     judge_column: Annotated[Optional[str], typer.Option(
         help="labels judge: the column with the predictions (required; not 'label', the ground truth)")] = None,
     recipe: RecipeOpt = None,
     set: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="override a key of the judge section: options.mode=group, backend=openai, model=NAME, "
-                      "backend_options.base_url=URL (repeatable)")] = None,
+        "--set", help="override a key of the judge section: options.mode=group, backend.name=openai, model=NAME, "
+                      "backend.options.base_url=URL (repeatable)")] = None,
     subset: Annotated[Optional[list[str]], typer.Option(help="subset to evaluate (repeatable; default: all)")] = None,
     limit: Annotated[Optional[int], typer.Option(help="a seeded random sample of this many items per subset", min=1)] = None,
     seed: Annotated[int, typer.Option(help="seed of the sample")] = 0,

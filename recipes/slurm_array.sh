@@ -6,8 +6,8 @@
 #
 #   sbatch recipes/slurm_array.sh            # submits the four stages with dependencies, then exits
 #
-# The policy is a vLLM server reachable from every node (generate.backend_options.base_url); for engines
-# inside the tasks use `--set generate.backend=transformers` and request a GPU per task (--gres=gpu:1).
+# The policy is a vLLM server reachable from every node (generate.backend.options.base_url); for engines
+# inside the tasks use `--set generate.backend.name=transformers` and request a GPU per task (--gres=gpu:1).
 #SBATCH --job-name=sgpo-submit
 #SBATCH --time=00:05:00
 set -euo pipefail

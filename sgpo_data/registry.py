@@ -30,6 +30,19 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Forget `name` (a test's own part, once the test is done)."""
+        self._factories.pop(name, None)
+        self._options.pop(name, None)
+
+    def factory(self, name: str) -> Callable[..., T]:
+        self.check(name)
+        return self._factories[name]
+
+    def options_model(self, name: str) -> type[BaseModel]:
+        self.check(name)
+        return self._options[name]
+
     def names(self) -> list[str]:
         return sorted(self._factories)
 

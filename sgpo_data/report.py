@@ -129,7 +129,9 @@ def source_rows(stats: dict) -> list[list[str]]:
 
 
 def _kv(config: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={config[k]}" for k in keys if config.get(k) is not None)
+    """`key=value` pairs; a part ({name, options}) shows its name."""
+    named = {k: v["name"] if isinstance(v, dict) and "name" in v else v for k, v in config.items()}
+    return ", ".join(f"{k}={named[k]}" for k in keys if named.get(k) is not None)
 
 
 def reward_formula(score: dict) -> str:

@@ -115,7 +115,7 @@ def test_a_prompt_template_without_its_placeholder_is_refused_at_once(tmp_path):
 def test_token_weighted_rts_with_a_served_policy_needs_a_tokenizer_up_front(tmp_path):
     line = one_line_error(*invoke("run", DEMO, "--out", tmp_path / "run", "--set", "score.rts=tokens",
                                   "--set", "generate.backend=openai", "--set", "generate.model=served-name",
-                                  "--set", "generate.backend_options={base_url: 'http://127.0.0.1:9/v1'}"))
+                                  "--set", "generate.backend.options={base_url: 'http://127.0.0.1:9/v1'}"))
     assert "score.tokenizer" in line
     assert not (tmp_path / "run").exists()  # refused before generate made anything
 
@@ -164,5 +164,5 @@ def test_a_server_url_without_a_scheme_is_refused_when_the_recipe_loads(tmp_path
     """Not three retries and an exit 4 ("unsupported protocol") at the first request."""
     line = one_line_error(*invoke("generate", "--recipe", DEMO, "--out", tmp_path / "run",
                                   "--set", "generate.backend=openai", "--set", "generate.model=m",
-                                  "--set", "generate.backend_options={base_url: 'localhost:8000/v1'}"))
-    assert "generate.backend_options.base_url" in line and "not an http(s) URL" in line
+                                  "--set", "generate.backend.options={base_url: 'localhost:8000/v1'}"))
+    assert "generate.backend.options.base_url" in line and "not an http(s) URL" in line

@@ -26,7 +26,7 @@ ITEMS = 12
 def llm_args(data: Path, out: Path, server: FaultServer, *extra: str) -> list[str]:
     return ["eval-judge", "--data", str(data), *SAMPLE, "--judge", "llm", "--out", str(out),
             "--set", "backend=openai", "--set", "model=fake", "--set", "max_in_flight=2",
-            "--set", f"backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: 2}}", *extra]
+            "--set", f"backend.options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: 2}}", *extra]
 
 
 def eval_llm(data: Path, out: Path, server: FaultServer, *extra: str) -> tuple[int, str]:
@@ -163,7 +163,7 @@ def test_a_signal_mid_run_leaves_whole_lines_and_a_rerun_resumes(signum, shared_
         server.faults.append(Fault("slow", delay_s=30, after=4))  # four answers, then the judge hangs
         command = [sys.executable, "-c", "from sgpo_data_cli.app import main; main()",
                    *llm_args(shared_data / "processbench", out, server)[:-2],
-                   "--set", f"backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: 60}}"]
+                   "--set", f"backend.options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: 60}}"]
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
         path = out / "predictions.jsonl"

@@ -90,7 +90,7 @@ def test_view_schema_and_loading_with_datasets(name, tmp_path):
 
     disable_progress_bars()
     table = scored()
-    view = get_view(name).build(table, prompts_for(table))
+    view = get_view(name, {"conversational": False} if name == "trl" else None).build(table, prompts_for(table))
     assert types(view) == EXPECTED[name]
     rows = view.to_pylist()
 
@@ -129,15 +129,15 @@ def test_grouped_one_row_per_prompt_in_first_appearance_order_lists_by_sample_id
 def test_trl_plain_and_conversational_styles():
     table = scored()
     prompts = prompts_for(table)
-    plain = get_view("trl").build(table, prompts).to_pylist()
-    chat = get_view("trl", conversational=True).build(table, prompts).to_pylist()
+    plain = get_view("trl", {"conversational": False}).build(table, prompts).to_pylist()
+    chat = get_view("trl", {"conversational": True}).build(table, prompts).to_pylist()
     for source, p, c, messages in zip(table.to_pylist(), plain, chat, prompts):
         assert p["prompt"] == source["problem"] and p["completion"] == source["response"]
         assert c["prompt"] == messages
         assert c["completion"] == [{"role": "assistant", "content": source["response"]}]
         assert p["advantage"] == c["advantage"] == source["advantage"]
         assert p["finish_reason"] == c["finish_reason"] == "stop"
-    assert types(get_view("trl", conversational=True).build(table, prompts))[2:4] == [
+    assert types(get_view("trl", {"conversational": True}).build(table, prompts))[2:4] == [
         ("prompt", MESSAGES), ("completion", MESSAGES)]
 
 
@@ -146,11 +146,11 @@ def test_chat_style_trl_view_leaves_out_responses_cut_at_the_token_limit_and_cou
     for row in rows[:5]:
         row["finish_reason"] = "length"
     table = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
-    chat = get_view("trl", conversational=True)
+    chat = get_view("trl", {"conversational": True})
     built = chat.build(table, prompts_for(table))
     assert chat.left_out == 5 and built.num_rows == 7
     assert set(built["finish_reason"].to_pylist()) == {"stop"}
-    plain = get_view("trl").build(table, prompts_for(table))  # plain text: nothing renders a chat, all kept
+    plain = get_view("trl", {"conversational": False}).build(table, prompts_for(table))  # plain text: nothing renders a chat, all kept
     assert plain["finish_reason"].to_pylist().count("length") == 5
 
 
@@ -259,7 +259,7 @@ def test_bad_prompts_are_refused_with_the_row():
     with pytest.raises(SgpoError, match="prompt of row 5"):
         get_view("verl").build(table, bad)
     with pytest.raises(SgpoError, match="row 0 has no user message"):
-        get_view("trl").build(table, [[{"role": "system", "content": "x"}]] * table.num_rows)
+        get_view("trl", {"conversational": False}).build(table, [[{"role": "system", "content": "x"}]] * table.num_rows)
 
 
 # ---- filters ----

@@ -33,7 +33,7 @@ def cli_args(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, st
             *[arg for s in LLM_JUDGE for arg in ("--set", s)], *extra]
     for section, server in (("generate", policy), ("judge", judge)):
         args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model={model}", "--set",
-                 f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]
+                 f"{section}.backend.options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]
     return args
 
 
@@ -194,7 +194,7 @@ def test_a_slow_server_still_prints_progress(servers, tmp_path):
     policy, judge = servers
     policy.faults.append(Fault("slow", delay_s=1.2, times=2))
     code, output = run(tmp_path, policy, judge, "--set",
-                       f"generate.backend_options={{base_url: '{policy.base_url}', timeout_s: 5}}",
+                       f"generate.backend.options={{base_url: '{policy.base_url}', timeout_s: 5}}",
                        "--progress-every", "0.5")
     assert code == 0, output
     assert "generate: 0/16 rows done" in output

@@ -43,8 +43,9 @@ def policy_answer(k: int) -> str:
 
 def judge_section(server: FaultServer, **extra) -> dict:
     return {"name": "cascade", "options": {"judges": ["arith", "llm"], "options": {"llm": LLM_OPTIONS}},
-            "backend": "openai", "model": "fake", "segmenter": "paragraph",
-            "backend_options": {"base_url": server.base_url, "max_retries": 1, "timeout_s": 10}, **extra}
+            "model": "fake", "segmenter": "paragraph",
+            "backend": {"name": "openai", "options": {"base_url": server.base_url, "max_retries": 1, "timeout_s": 10}},
+            **extra}
 
 
 def flow(value) -> str:
@@ -58,7 +59,7 @@ def test_the_judge_stage_sgpo_reward_verl_and_eval_judge_give_identical_verdicts
         section = judge_section(judge)
         args = ["run", str(DEMO), "--out", str(tmp_path / "run"), "--set", "data.arithmetic.num_problems=6",
                 "--set", "generate.sampling.num_samples=4", "--set", "generate.backend=openai",
-                "--set", "generate.model=fake", "--set", f"generate.backend_options={{base_url: '{policy.base_url}'}}",
+                "--set", "generate.model=fake", "--set", f"generate.backend.options={{base_url: '{policy.base_url}'}}",
                 *[a for key, value in section.items() for a in ("--set", f"judge.{key}={flow(value)}")]]
         result = CliRunner().invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
@@ -100,7 +101,7 @@ def test_the_judge_stage_sgpo_reward_verl_and_eval_judge_give_identical_verdicts
         items = tmp_path / "items.jsonl"
         items.write_text("".join(json.dumps({"id": str(i), "problem": rows[i]["problem"], "steps": rows[i]["steps"],
                                              "label": -1, "final_answer_correct": False}) + "\n" for i in wrong))
-        sets = [a for key in ("options", "backend", "model", "backend_options", "segmenter")
+        sets = [a for key in ("options", "backend", "model", "segmenter")
                 for a in ("--set", f"{key}={flow(section[key])}")]
         result = CliRunner().invoke(app, ["eval-judge", "--data", str(items), "--judge", "cascade",
                                           "--out", str(tmp_path / "eval"), *sets], catch_exceptions=False)
@@ -159,7 +160,7 @@ def test_inside_verls_reward_loop_a_batch_is_judged_together_in_groups(tmp_path)
     verl_dir = Path(__import__("verl").__file__).parent
     with FaultServer(judge_answer=judge_answer, latency_s=0.5) as server:
         section = {"name": "llm", "options": {"mode": "group", "constrained": False}, "scope": "all_negative_groups",
-                   "backend": "openai", "model": "fake", "backend_options": {"base_url": server.base_url}}
+                   "backend": {"name": "openai", "options": {"base_url": server.base_url}}, "model": "fake"}
         reward = OmegaConf.load(verl_dir / "trainer/config/reward/reward.yaml")
         reward.num_workers = workers
         reward.custom_reward_function = {"path": verl_integration.__file__, "name": "compute_score",
@@ -192,8 +193,9 @@ def test_a_failed_judge_request_gives_the_outcome_reward_and_is_counted_and_a_do
     responses = ["2 + 3 = 5.\n\nThe answer is 5.", "2 + 3 = 5.\n\n5 + 4 = 10.\n\nThe answer is 10.",
                  "2 + 3 = 6.\n\nThe answer is 6."]
     with FaultServer(judge_answer="0") as server:
-        section = {"name": "llm", "options": {"constrained": False}, "backend": "openai", "model": "fake",
-                   "backend_options": {"base_url": server.base_url, "max_retries": 0, "timeout_s": 5}}
+        section = {"name": "llm", "options": {"constrained": False}, "model": "fake",
+                   "backend": {"name": "openai", "options": {"base_url": server.base_url, "max_retries": 0,
+                                                             "timeout_s": 5}}}
         reward = SGPOReward(judge=section)
         try:
             server.faults.append(Fault("status", status=400, match="5 + 4 = 10", times=1))
@@ -218,8 +220,8 @@ def test_bad_reward_kwargs_are_one_line_naming_the_key_before_any_request():
             asyncio.run(verl.compute_score("x", "The answer is 1.", "1", {}, judges="llm"))
         with pytest.raises(SgpoError, match=r"judge\.options.*bogus"):
             asyncio.run(verl.compute_score("x", "The answer is 1.", "2", {}, judge={
-                "name": "llm", "options": {"bogus": 1}, "backend": "openai",
-                "backend_options": {"base_url": server.base_url}}))
+                "name": "llm", "options": {"bogus": 1},
+                "backend": {"name": "openai", "options": {"base_url": server.base_url}}}))
         assert server.log == []
     verl.close()
 

@@ -112,7 +112,7 @@ def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
     from tests.helpers import tiny_overrides
 
     engine = [f"{section}.{key}={value}" for section in ("generate", "judge")
-              for key, value in (("backend", "openai"), ("model", SERVED), ("backend_options.base_url", vllm_server))]
+              for key, value in (("backend", "openai"), ("model", SERVED), ("backend.options.base_url", vllm_server))]
     recipe = load_recipe(REPO / "recipes" / "demo.yaml", tiny_overrides(num_problems=3, num_samples=3) + engine
                          + ["generate.max_in_flight=64"])
     run_all(recipe, tmp_path)
@@ -137,7 +137,7 @@ def test_unreachable_server_and_missing_key(monkeypatch):
         get_backend("openai", "gpt-x")
     with pytest.raises(SgpoError, match="needs a model name"):
         get_backend("openai", None, {"base_url": "http://127.0.0.1:9/v1"})
-    with pytest.raises(SgpoError, match="invalid recipe key 'backend_options.timeout_s'"):
+    with pytest.raises(SgpoError, match="invalid recipe key 'backend.options.timeout_s'"):
         get_backend("openai", "m", {"timeout_s": -1})
 
 

@@ -137,7 +137,7 @@ def _run(out: Path, policy_url: str, judge_url: str, *stages: str) -> tuple[int,
             "--set", "generate.prompts_per_shard=2", *[arg for s in LLM_JUDGE for arg in ("--set", s)]]
     for section, url in (("generate", policy_url), ("judge", judge_url)):
         args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model=fake",
-                 "--set", f"{section}.backend_options={{base_url: '{url}', max_retries: 0, timeout_s: 5}}"]
+                 "--set", f"{section}.backend.options={{base_url: '{url}', max_retries: 0, timeout_s: 5}}"]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     return result.exit_code, result.output
 

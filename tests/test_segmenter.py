@@ -44,9 +44,9 @@ def test_edge_cases(split, text, expected):
 def test_unknown_segmenter_lists_valid_names_and_a_bad_option_is_named():
     with pytest.raises(SgpoError, match="paragraph, sentences"):
         get_segmenter("chapters")
-    with pytest.raises(SgpoError, match="invalid recipe key 'judge.segmenter_options.min_chars'"):
+    with pytest.raises(SgpoError, match="invalid recipe key 'judge.segmenter.options.min_chars'"):
         get_segmenter("lines", {"min_chars": -1})
-    with pytest.raises(SgpoError, match="judge.segmenter_options.max_chars"):
+    with pytest.raises(SgpoError, match="judge.segmenter.options.max_chars"):
         get_segmenter("lines", {"max_chars": 3})
 
 
@@ -153,7 +153,7 @@ def test_min_chars_and_max_steps_apply_within_the_judged_part():
 
 
 def test_unknown_think_mode_is_named():
-    with pytest.raises(SgpoError, match=r"judge\.segmenter_options\.think.*'both', 'solution' or 'thinking'"):
+    with pytest.raises(SgpoError, match=r"judge\.segmenter\.options\.think.*'both', 'solution' or 'thinking'"):
         get_segmenter("paragraph", {"think": "x"})
 
 

@@ -130,7 +130,7 @@ def cli(out: Path, policy: FaultServer, judge: FaultServer, command: str) -> lis
             "--set", "judge.name=llm", "--set", "judge.options={}"]
     for section, server in (("generate", policy), ("judge", judge)):
         args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model=fake", "--set",
-                 f"{section}.backend_options={{base_url: '{server.base_url}', max_retries: 0, timeout_s: 30}}"]
+                 f"{section}.backend.options={{base_url: '{server.base_url}', max_retries: 0, timeout_s: 30}}"]
     return args
 
 

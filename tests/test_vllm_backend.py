@@ -34,7 +34,7 @@ def vllm_run(tmp_path_factory):
     vllm_env_or_skip()
     out = tmp_path_factory.mktemp("vllm-run")
     engine = [f"{s}.{k}={v}" for s in ("generate", "judge") for k, v in
-              (("backend", "vllm"), ("backend_options.dtype", "bfloat16"), ("backend_options.max_model_len", 1024))]
+              (("backend", "vllm"), ("backend.options.dtype", "bfloat16"), ("backend.options.max_model_len", 1024))]
     sets = ["data.arithmetic.num_problems=4", "data.arithmetic.max_steps=3", "generate.sampling.num_samples=3",
             "generate.sampling.max_new_tokens=48", "generate.prompts_per_shard=2", "generate.max_in_flight=4", *engine,
             *LLM_JUDGE]

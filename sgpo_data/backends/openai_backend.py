@@ -52,8 +52,9 @@ class OpenAIOptions(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http(cls, url: str | None) -> str | None:
-        """Checked when the recipe loads: without a scheme every request would fail, after the retries, as a
-        service that cannot be reached."""
+        """`base_url` is an http(s) URL.
+
+        Without a scheme every request would fail, after the retries, as a service that cannot be reached."""
         if url is not None and not re.match(r"https?://[^/\s]", url):
             raise ValueError(f"{redact_url(url)!r} is not an http(s) URL; write it as http://HOST:PORT/v1")
         return url
@@ -177,7 +178,7 @@ class OpenAIBackend(Backend):
         answer = (response.choices[0].message.content or "").strip() if response.choices else None
         if answer not in request.choices:
             return RequestError(ErrorKind.INVALID_RESPONSE, f"answer {answer!r} outside the allowed choices; is it a "
-                                "vLLM server (guided choice)? set judge.backend_options.vllm_extensions: false otherwise")
+                                "vLLM server (guided choice)? set judge.backend.options.vllm_extensions: false otherwise")
         usage = response.usage
         return Choice(request.choices.index(answer), _prompt_tokens(response), usage.completion_tokens if usage else 0)
 

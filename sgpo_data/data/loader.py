@@ -51,7 +51,7 @@ def load_prompts(cfg: DataConfig) -> pa.Table:
         raise SgpoError(
             f"{where}: column(s) {', '.join(map(repr, missing))} not found (columns present: {', '.join(raw.column_names)}); "
             "map it with --set data.columns.problem=<column> (likewise reference_solution, reference_answer, "
-            "prompt_id; null for none) or a preset (data.preset=math500|gsm8k|processbench)"
+            f"prompt_id; null for none) or a preset (data.preset={'|'.join(PRESETS)})"
         )
     problem = _text(raw, cmap.problem, where)
     solution = _text(raw, cmap.reference_solution, where)

@@ -2,7 +2,7 @@
 
 A view names the columns it needs and builds one Arrow table from the scored rows and `prompts`: one
 list of chat messages (`{"role", "content"}`) per row, exactly as the policy saw them. Views are chosen
-by name, options passed to the constructor: `get_view("trl", conversational=True).build(table, prompts)`.
+by name, options validated by the view's own model: `get_view("trl", {"conversational": True}).build(table, prompts)`.
 Column operations only (pyarrow + numpy); the only Python loops walk the caller's message lists.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.errors import SgpoError
 from sgpo_data.registry import Registry
@@ -91,8 +92,9 @@ class View:
 VIEWS: Registry[View] = Registry("export view")
 
 
-def get_view(name: str, **options) -> View:
-    return VIEWS.get(name, **options)
+def get_view(name: str, options: dict | None = None, key: str = "export.views") -> View:
+    """The view `name`, its options validated by the view's own model."""
+    return VIEWS.get(name, **VIEWS.options(name, options, f"{key}[{name}].options").model_dump())
 
 
 @VIEWS.register("flat")
@@ -192,7 +194,14 @@ def _assistant_messages(response: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), message, mask=response.is_null())
 
 
-@VIEWS.register("trl")
+class TrlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conversational: bool = Field(True, description="prompt as chat messages and completion as one assistant message "
+                                 "(True), or both as plain text")
+
+
+@VIEWS.register("trl", options=TrlOptions)
 class TrlView(View):
     """TRL's prompt-completion format plus the scores and `finish_reason`. `conversational=False`: prompt is the
     user message's text, completion the response; `True`: prompt is the message list, completion one assistant
@@ -203,7 +212,7 @@ class TrlView(View):
     name = "trl"
     needs = ("prompt_id", "sample_idx", "response", "finish_reason", *TRL_SCORES)
 
-    def __init__(self, conversational: bool = False):
+    def __init__(self, conversational: bool = True):
         self.conversational = conversational
         self.left_out = 0
 
@@ -225,7 +234,13 @@ class TrlView(View):
         return pa.table(out)
 
 
-@VIEWS.register("verl")
+class VerlOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ability: str = Field("math", description="verl's `ability` column: the task family of every row")
+
+
+@VIEWS.register("verl", options=VerlOptions)
 class VerlView(View):
     """verl's RL parquet layout (data_source, prompt, ability, reward_model, extra_info), one row per prompt:
     verl samples its own responses and scores them with `sgpo_data.integrations.verl.compute_score`, which

@@ -24,6 +24,7 @@ JUDGES: Registry[Judge] = Registry("judge")
 
 @JUDGES.register("llm", options=LLMJudgeOptions)
 def _llm(engine, options: LLMJudgeOptions, policy=None) -> Judge:
+    """An LLM on the judge's backend names the first wrong step, guided by the reference solution."""
     from sgpo_data.judges.llm_judge import LLMJudge
 
     return LLMJudge(engine, options)
@@ -31,6 +32,7 @@ def _llm(engine, options: LLMJudgeOptions, policy=None) -> Judge:
 
 @JUDGES.register("arith")
 def _arith(engine, options, policy=None) -> Judge:
+    """Checks every written calculation (`a + b = c`) exactly; no model."""
     from sgpo_data.judges.arith import ArithJudge
 
     return ArithJudge()
@@ -38,6 +40,7 @@ def _arith(engine, options, policy=None) -> Judge:
 
 @JUDGES.register("chain")
 def _chain(engine, options, policy=None) -> Judge:
+    """Checks each step of a running-total chain (the experiment's task) exactly; no model."""
     from sgpo_data.judges.chain import ChainJudge
 
     return ChainJudge()
@@ -45,6 +48,7 @@ def _chain(engine, options, policy=None) -> Judge:
 
 @JUDGES.register("prm", options=PRMOptions)
 def _prm(engine, options: PRMOptions, policy=None) -> Judge:
+    """A process reward model scores every step; the first below the threshold is the error."""
     from sgpo_data.judges.prm import PRMJudge
 
     return PRMJudge(options)
@@ -52,6 +56,7 @@ def _prm(engine, options: PRMOptions, policy=None) -> Judge:
 
 @JUDGES.register("labels", options=LabelsOptions)
 def _labels(engine, options: LabelsOptions, policy=None) -> Judge:
+    """Reads the first error from a column of the data (human or earlier labels)."""
     from sgpo_data.judges.labels import LabelsJudge
 
     return LabelsJudge(options)
@@ -59,6 +64,7 @@ def _labels(engine, options: LabelsOptions, policy=None) -> Judge:
 
 @JUDGES.register("mc", options=MCOptions)
 def _mc(engine, options: MCOptions, policy=None) -> Judge:
+    """Monte-Carlo: continuations sampled from each prefix; the first prefix that cannot reach the answer is the error."""
     from sgpo_data.judges.mc import MCJudge
 
     return MCJudge(policy or engine, options)
@@ -66,6 +72,7 @@ def _mc(engine, options: MCOptions, policy=None) -> Judge:
 
 @JUDGES.register("cascade", options=CascadeOptions)
 def _cascade(engine, options: CascadeOptions, policy=None) -> Judge:
+    """Judges in order; the first that finds an error decides (cheap local checks before an LLM)."""
     from sgpo_data.judges.cascade import CascadeJudge
 
     judges = []
@@ -83,6 +90,7 @@ def _cascade(engine, options: CascadeOptions, policy=None) -> Judge:
 
 @JUDGES.register("noisy", options=NoisyOptions)
 def _noisy(engine, options: NoisyOptions, policy=None) -> Judge:
+    """Another judge with its verdicts replaced at random with probability p: a judge of known quality."""
     from sgpo_data.judges.noisy import NoisyJudge
 
     if options.judge == "noisy":

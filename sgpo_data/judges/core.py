@@ -149,19 +149,17 @@ class Judging:
 
     def __init__(self, cfg: JudgeConfig, engine: Backend | Callable[[], Backend] | None = None,
                  policy: Backend | Callable[[], Backend] | None = None, context: dict | None = None):
-        from sgpo_data.backends import BACKENDS, get_backend
-        from sgpo_data.judges import JUDGES, get_judge
-        from sgpo_data.segmenters import SEGMENTERS, get_segmenter
+        from sgpo_data.backends import get_backend
+        from sgpo_data.judges import get_judge
+        from sgpo_data.segmenters import get_segmenter
 
         self.cfg, self.context = cfg, context or {}
-        JUDGES.check(cfg.name, "judge.name")
-        self.judge_options = JUDGES.options(cfg.name, cfg.options, "judge.options")
-        BACKENDS.check(cfg.backend, "judge.backend")
-        self.backend_options = BACKENDS.options(cfg.backend, cfg.backend_options, "judge.backend_options")
-        SEGMENTERS.check(cfg.segmenter, "judge.segmenter")
-        self.segmenter = get_segmenter(cfg.segmenter, cfg.segmenter_options)
+        self.judge_options = cfg.resolve("judge")
+        self.backend_options = cfg.backend.resolve("judge.backend")
+        cfg.segmenter.resolve("judge.segmenter")
+        self.segmenter = get_segmenter(cfg.segmenter.name, cfg.segmenter.options)
         if engine is None:
-            engine = lambda: get_backend(cfg.backend, cfg.model, cfg.backend_options, "judge.backend_options")  # noqa: E731
+            engine = lambda: get_backend(cfg.backend.name, cfg.model, cfg.backend.options, "judge.backend.options")
         # A cascade checks its judges' names and options here; no engine loads before the first request.
         self.judge = get_judge(cfg.name, engine, cfg.options, policy=policy)
 
@@ -180,7 +178,7 @@ class Judging:
         max_in_flight or timeouts."""
         cfg = self.cfg
         return request_key(judge=cfg.name, options=self.judge_options.model_dump(),
-                           judge_identity=self.judge.identity(), backend=cfg.backend, model=cfg.model,
+                           judge_identity=self.judge.identity(), backend=cfg.backend.name, model=cfg.model,
                            backend_options=identity(self.backend_options), **self.context, item=item.identity(),
                            group=[other.identity() for other in group] if group is not None else None)
 
@@ -213,9 +211,9 @@ def judging_for(recipe) -> Judging:
     from sgpo_data.backends import get_backend
 
     policy = recipe.generate
-    return Judging(recipe.judge, policy=lambda: get_backend(policy.backend, policy.model, policy.backend_options,
-                                                             "generate.backend_options"),
-                   context={"policy": [policy.backend, policy.model]})
+    return Judging(recipe.judge, policy=lambda: get_backend(policy.backend.name, policy.model, policy.backend.options,
+                                                             "generate.backend.options"),
+                   context={"policy": [policy.backend.name, policy.model]})
 
 
 def run_jobs(judge: Judge, jobs: Iterable[JudgeJob], max_in_flight: int | None = None) -> Iterator[JudgeJob]:

@@ -209,16 +209,13 @@ def evaluation_identity(judge_config, judge: Judge, data: dict[str, list[Item]],
     """What an evaluation's predictions depend on: the judge (its options as validated, so a default spelled out
     changes nothing; not its concurrency or timeouts), the sample and the items themselves. A rerun into the same
     folder resumes only when all of it matches. As JSON reads it back, with no password of a base_url in it."""
-    from sgpo_data.backends import BACKENDS
     from sgpo_data.config import identity as operative
-    from sgpo_data.judges import JUDGES
     from sgpo_data.redaction import redact
 
     cfg = judge_config
-    judge_part = {"name": cfg.name, "options": JUDGES.options(cfg.name, cfg.options, "judge.options").model_dump(),
-                  "backend": cfg.backend, "model": cfg.model,
-                  "backend_options": operative(BACKENDS.options(cfg.backend, cfg.backend_options,
-                                                                "judge.backend_options")),
+    judge_part = {"name": cfg.name, "options": cfg.resolve("judge").model_dump(),
+                  "backend": cfg.backend.name, "model": cfg.model,
+                  "backend_options": operative(cfg.backend.resolve("judge.backend")),
                   "identity": judge.identity()}
     found = {"judge": judge_part, "sample": {"limit": limit, "seed": seed}, "items": _fingerprint(data)}
     return json.loads(json.dumps(redact(found), default=str))

@@ -31,7 +31,7 @@ class MCOptions(BaseModel):
 
     samples: int = Field(4, ge=1, description="continuations sampled from each probed prefix (k)")
     temperature: float = Field(1.0, ge=0.0, description="sampling temperature of the continuations")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling threshold of the continuations")
     max_new_tokens: int = Field(256, ge=1, description="length budget of a continuation")
     seed: int = Field(0, description="sampling seed of the continuations")
     grader: str = Field("math_verify", description="grader of the continuations' answers")

@@ -11,7 +11,7 @@ from sgpo_data.segmenters.base import Segmented, Segmenter, SegmenterOptions, ju
 SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
 
 
-def get_segmenter(name: str, options: dict | None = None, key: str = "judge.segmenter_options") -> Segmenter:
+def get_segmenter(name: str, options: dict | None = None, key: str = "judge.segmenter.options") -> Segmenter:
     """The segmenter `name`, its options validated (a bad key is one line naming `key.<field>`)."""
     return SEGMENTERS.get(name, options=SEGMENTERS.options(name, options, key))
 

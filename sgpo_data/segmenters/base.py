@@ -81,7 +81,7 @@ def judged_span(text: str, think: str = "both") -> tuple[int, int]:
         if close >= 0:  # the whitespace before </think> stays with the tag
             end = start + len(text[start:end].rstrip())
     else:
-        raise SgpoError(f"judge.segmenter_options.think: unknown mode {think!r}; valid: both, solution, thinking")
+        raise SgpoError(f"judge.segmenter.options.think: unknown mode {think!r}; valid: both, solution, thinking")
     start = _LEADING_SPACE_RE.match(text, start, end).end()  # the whitespace after the tag stays with it
     if start == end:  # the chosen part is blank: judge the whole response
         return 0, len(text)

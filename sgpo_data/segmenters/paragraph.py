@@ -33,7 +33,6 @@ def _ends(pattern: re.Pattern, text: str) -> list[int]:
 
 class _LineBreakSegmenter(Segmenter):
     """Cuts after runs of at least `newlines` line breaks; `split_many` cuts a whole column at once."""
-
     newlines: int
 
     def split_many(self, texts: Texts) -> pa.ListArray:
@@ -44,6 +43,7 @@ class _LineBreakSegmenter(Segmenter):
 
 @SEGMENTERS.register("paragraph", options=SegmenterOptions)
 class ParagraphSegmenter(_LineBreakSegmenter):
+    """A step is a paragraph: text between blank lines (as in ProcessBench)."""
     newlines = 2
 
     def boundaries(self, text: str) -> list[int]:
@@ -52,6 +52,7 @@ class ParagraphSegmenter(_LineBreakSegmenter):
 
 @SEGMENTERS.register("lines", options=SegmenterOptions)
 class LineSegmenter(_LineBreakSegmenter):
+    """A step is a line."""
     newlines = 1
 
     def boundaries(self, text: str) -> list[int]:
@@ -60,11 +61,15 @@ class LineSegmenter(_LineBreakSegmenter):
 
 @SEGMENTERS.register("numbered", options=SegmenterOptions)
 class NumberedSegmenter(Segmenter):
+    """A step starts at each marker `Step 3`, `3.` or `3)` at the start of a line."""
+
     def boundaries(self, text: str) -> list[int]:
         return [m.start() for m in _STEP_MARKER_RE.finditer(text)]
 
 
 @SEGMENTERS.register("sentences", options=SegmenterOptions)
 class SentenceSegmenter(Segmenter):
+    """A step is a sentence (or a line)."""
+
     def boundaries(self, text: str) -> list[int]:
         return _ends(_SENTENCE_END_RE, text)

@@ -24,8 +24,8 @@ import yaml
 
 from sgpo_data import __version__
 from sgpo_data.card import loadable_views
-from sgpo_data.export import apply_filters, choose_test_prompts, get_view, split_on
 from sgpo_data.errors import SgpoError
+from sgpo_data.export import apply_filters, choose_test_prompts, get_view, split_on
 from sgpo_data.export.views import messages_array
 from sgpo_data.graders.workers import available_cpus
 from sgpo_data.pipeline.folder import hash_json
@@ -57,8 +57,7 @@ class ExportStage(Stage):
 
     def views(self) -> dict:
         cfg = self.recipe.export
-        return {name: get_view(name, conversational=cfg.conversational) if name == "trl" else get_view(name)
-                for name in cfg.views}
+        return {view.name: get_view(view.name, view.options) for view in cfg.views}
 
     def process(self, shard: Shard) -> ShardOutput:
         cfg = self.recipe.export
@@ -95,7 +94,7 @@ class ExportStage(Stage):
         splits = ["train"] if test_ids is None else ["train", "test"]
         views = {(name, split): view for split in splits for name, view in self.views().items()}  # stateful views
         counts = {"filters": {}, "rows_after_filters": 0, "splits": dict.fromkeys(splits, 0),
-                  "views": {name: dict.fromkeys(splits, 0) for name in cfg.views}, "rows_in_error_left_out": 0,
+                  "views": {name: dict.fromkeys(splits, 0) for name in self.views()}, "rows_in_error_left_out": 0,
                   "rows_without_reference_left_out": 0}
         plotted = []
         for path in paths:
@@ -113,7 +112,7 @@ class ExportStage(Stage):
             for split, rows in split_on(kept, test_ids).items():
                 prompts = messages_array(row_prompts(self.run, rows), rows.num_rows)  # shared by the views
                 counts["splits"][split] += rows.num_rows
-                for name in cfg.views:
+                for name in counts["views"]:
                     built = views[name, split].build(rows, prompts)
                     counts["views"][name][split] += built.num_rows
                     writers.write(name, split, built)

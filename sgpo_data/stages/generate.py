@@ -17,11 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
-from sgpo_data.backends import BACKENDS, Completion, Request, SamplingParams, get_backend
+from sgpo_data.backends import Completion, Request, SamplingParams, get_backend
 from sgpo_data.config import identity
 from sgpo_data.data import load_prompts
 from sgpo_data.errors import SgpoError
-from sgpo_data.graders import GRADERS, get_grader
+from sgpo_data.graders import get_grader
 from sgpo_data.graders.base import GradeResult
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.pipeline.cache import CallCache, request_key
@@ -45,16 +45,13 @@ class GenerateStage(StreamingStage):
     adds = tuple(GENERATE_FIELDS)
     status_column, error_kind_column = "generate_status", "generate_error_kind"
 
-    def check(self) -> None:
-        cfg = self.recipe
-        BACKENDS.check(cfg.generate.backend, "generate.backend")
-        self.backend_options = BACKENDS.options(cfg.generate.backend, cfg.generate.backend_options, "generate.backend_options")
-        GRADERS.check(cfg.grader.name, "grader.name")
-        GRADERS.options(cfg.grader.name, cfg.grader.options, "grader.options")
+    def backend_identity(self) -> dict:
+        """The backend's options that decide the rows (not its timeouts or concurrency)."""
+        return identity(self.recipe.generate.backend.resolve("generate.backend"))
 
     def config(self) -> dict:
         generate = identity(self.recipe.generate)  # what decides the rows: not max_in_flight or max_refills
-        generate["backend_options"] = identity(self.backend_options)
+        generate["backend"]["options"] = self.backend_identity()
         return {"data": self.recipe.data.model_dump(), "generate": generate, "grader": self.recipe.grader.model_dump()}
 
     def plan(self, upstream) -> tuple[list[Shard], str]:
@@ -69,7 +66,7 @@ class GenerateStage(StreamingStage):
         return shards, fingerprint_table(prompts)
 
     def open(self, run) -> None:
-        super().open(run)  # check() has run: the runner calls it first
+        super().open(run)
         self._backend = None
         self.max_in_flight = self.recipe.generate.max_in_flight
         self.grader = get_grader(self.recipe.grader.name, self.recipe.grader.options)
@@ -82,7 +79,7 @@ class GenerateStage(StreamingStage):
         """Loaded at the first request the cache cannot answer: a rerun of cached work loads no model."""
         if self._backend is None:
             gen = self.recipe.generate
-            self._backend = get_backend(gen.backend, gen.model, gen.backend_options, "generate.backend_options")
+            self._backend = get_backend(gen.backend.name, gen.model, gen.backend.options, "generate.backend.options")
         return self._backend
 
     def close(self) -> None:
@@ -107,7 +104,8 @@ class _GenerateJob(ShardJob):
         self.G = self.gen.sampling.num_samples
         self.prompts = shard.load().to_pylist()
         self.conversations = [conversation(self.gen, row["problem"]) for row in self.prompts]
-        self.keys = [request_key(backend=self.gen.backend, model=self.gen.model, options=identity(stage.backend_options),
+        options = stage.backend_identity()
+        self.keys = [request_key(backend=self.gen.backend.name, model=self.gen.model, options=options,
                                  messages=c, sampling=self.gen.sampling.model_dump(exclude={"num_samples"}),
                                  seed=prompt_seed(self.gen.sampling.seed, row["prompt_id"]))
                      for c, row in zip(self.conversations, self.prompts)]

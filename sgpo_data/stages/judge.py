@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sgpo_data.backends import BACKENDS
 from sgpo_data.backends.base import Request
 from sgpo_data.config import identity
 from sgpo_data.judges import Verdict
@@ -38,13 +37,10 @@ class JudgeStage(StreamingStage):
     adds = tuple(JUDGE_FIELDS)
     status_column, error_kind_column = "judge_status", "judge_error_kind"
 
-    def check(self) -> None:
-        judging_for(self.recipe)  # the section's names and options (a cascade's judges too); no engine loads
-
     def config(self) -> dict:
         cfg = self.recipe.judge
         judge = identity(cfg)  # not max_in_flight
-        judge["backend_options"] = identity(BACKENDS.options(cfg.backend, cfg.backend_options, "judge.backend_options"))
+        judge["backend"]["options"] = identity(cfg.backend.resolve("judge.backend"))
         return {"judge": judge}
 
     def plan(self, upstream: StageFiles) -> tuple[list[Shard], str]:
@@ -66,7 +62,7 @@ class JudgeStage(StreamingStage):
         if getattr(self, "judging", None) is not None:
             self.judging.close()
 
-    def job(self, shard: Shard) -> "_JudgeJob":
+    def job(self, shard: Shard) -> _JudgeJob:
         return _JudgeJob(self, shard, CallCache(StageFiles(self.run, self.name).cache_path(shard.index)))
 
     def judge_name(self) -> str | None:
@@ -148,7 +144,7 @@ def _requests(verdicts: dict[int, Verdict], groups: list[str]) -> int:
 def _default_name(cfg) -> str | None:
     from sgpo_data.backends.models import resolve_model
 
-    return resolve_model(None)[1] if cfg.backend == "transformers" else None
+    return resolve_model(None)[1] if cfg.backend.name == "transformers" else None
 
 
 def _with_verdicts(table: pa.Table, steps: pa.ListArray, verdicts: dict[int, Verdict], skipped, judge_name) -> pa.Table:

@@ -28,9 +28,6 @@ from sgpo_data.stats import summed_tallies
 
 def load_tokenizer(recipe):
     """The policy's tokenizer, for token-weighted RTS; a name that does not load is one line naming the key."""
-    if recipe.score.tokenizer is None and recipe.generate.backend == "openai":
-        raise SgpoError("score.rts=tokens needs the policy's tokenizer: set score.tokenizer to its local folder or Hub "
-                        "id (the name an openai server serves the policy under need not be one)")
     return _tokenizer(recipe.score.tokenizer or recipe.generate.model)
 
 

@@ -18,11 +18,13 @@ def evaluate(trainer, cfg: EvalConfig) -> dict:
         accelerator.wait_for_everyone()
         return {}
     generate = recorded_recipe(trainer.data.generate_config).generate
-    problems = generate_arithmetic(cfg.num_problems, cfg.min_steps, cfg.max_steps, cfg.seed)
+    held_out = cfg.arithmetic
+    problems = generate_arithmetic(held_out.num_problems, held_out.min_steps, held_out.max_steps, held_out.seed)
     model = accelerator.unwrap_model(trainer.model)
     model.eval()
     backend = TransformersBackend.from_loaded(model, trainer.tokenizer, trainer.model_name, str(accelerator.device))
-    params = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    params = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                            seed=held_out.seed)
     responses: list[str] = []
     per_call = max(1, generate.batch_size // cfg.samples)
     for start in range(0, len(problems), per_call):

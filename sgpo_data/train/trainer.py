@@ -417,7 +417,7 @@ class OfflineTrainer:
         main = self.accelerator.is_main_process
         log = (self.out / "metrics.jsonl").open("a") if main else None  # one log, from the main process
         evals = []
-        if self.cfg.eval.num_problems and self.step == 0:
+        if self.cfg.eval.arithmetic and self.step == 0:
             evals.append({"step": 0, **evaluate(self, self.cfg.eval)})
         task = self.progress.task("train", total=self.total_steps)
         self.progress.advance(task, self.step)
@@ -433,13 +433,13 @@ class OfflineTrainer:
                                      f"clip {metrics['clip_fraction']:.3f}  lr {metrics['lr']:.2e}")
             if self.cfg.save_every and self.step % self.cfg.save_every == 0:
                 self.save_checkpoint()
-            if self.cfg.eval.num_problems and self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
+            if self.cfg.eval.arithmetic and self.cfg.eval.every and self.step % self.cfg.eval.every == 0:
                 evals.append({"step": self.step, **evaluate(self, self.cfg.eval)})
         if log:
             log.close()
         self.save_checkpoint()
         final = self.save_final()
-        if self.cfg.eval.num_problems and (not evals or evals[-1]["step"] != self.step):
+        if self.cfg.eval.arithmetic and (not evals or evals[-1]["step"] != self.step):
             evals.append({"step": self.step, **evaluate(self, self.cfg.eval)})
         summary = {"model": self.model_name, "final_model": str(final), "steps": self.step,
                    "examples": len(self.examples), "temperature": self.temperature, "data": self.data.counts,
