@@ -21,7 +21,7 @@ from pathlib import Path
 
 def wrong_rows(args) -> list[dict]:
     from sgpo_data.config import load_recipe
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.run_reader import read_stage
 
     run = args.run

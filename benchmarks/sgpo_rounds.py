@@ -120,13 +120,13 @@ class Experiment:
                           args=shlex.split(self.args.server_args))
 
     def generate(self, run: Path, url: str, seed: int, problems: int, samples: int) -> None:
-        from sgpo_data.pipeline import run_stage
+        from sgpo_data.stages import run_stage
 
         self.timed("generate", run_stage, "generate", self.recipe(url, seed, problems, samples), run)
 
     def label(self, run: Path, url: str, seed: int, arm: str) -> dict:
         """judge, score, export of a round's rollouts; the score stage's statistics."""
-        from sgpo_data.pipeline import run_stage
+        from sgpo_data.stages import run_stage
 
         recipe = self.recipe(url, seed, self.args.train_problems, self.args.samples, self.judge_section(arm))
         self.timed("judge", run_stage, "judge", recipe, run)

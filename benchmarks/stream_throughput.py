@@ -33,7 +33,7 @@ from sgpo_data.config import Recipe
 from sgpo_data.data import load_prompts
 from sgpo_data.judges.base import JudgeInput
 from sgpo_data.judges.llm_judge import load_template, render_prompt
-from sgpo_data.pipeline.runner import run_stage
+from sgpo_data.stages import run_stage
 from sgpo_data.prompts import conversation
 from sgpo_data.run_reader import read_stage
 from sgpo_data.segmenters import get_segmenter

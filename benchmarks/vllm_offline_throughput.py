@@ -36,7 +36,7 @@ def main() -> None:
     from sgpo_data.backends.vllm_backend import VLLMBackend, VLLMOptions
     from sgpo_data.config import Recipe
     from sgpo_data.data import load_prompts
-    from sgpo_data.pipeline.runner import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.prompts import conversation
     from sgpo_data.stages.generate import prompt_seed
 

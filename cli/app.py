@@ -51,7 +51,7 @@ def _check_out(out: Path, run_folder: bool = True) -> None:
     anywhere inside another run; any other output (a report, checkpoints) only not inside a run's stage folders."""
     import tempfile
 
-    from sgpo_data.run_reader import STAGE_ORDER
+    from sgpo_data.stages import STAGE_ORDER
 
     flag = f"--out {str(out)[:200]}"
     for path in (out, *out.parents):
@@ -85,8 +85,9 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
     try:
         with stop_on_signals():  # SIGTERM/SIGINT: answered requests kept, the lock released, exit 143/130
             recipe = load_recipe(recipe_path, overrides or [])
-            from sgpo_data.pipeline import ShardSpec, check_recipe, run_stage
+            from sgpo_data.pipeline import ShardSpec
             from sgpo_data.pipeline.executors import get_executor
+            from sgpo_data.stages import check_recipe, run_stage
             from sgpo_data.pipeline.lock import RunLock
 
             check_recipe(recipe, stages)
@@ -124,7 +125,8 @@ def _execute(stages: list[str], recipe_path: Path | None, out: Path, overrides: 
 def _exit_for_row_errors(results, out: Path) -> None:
     """Exit 3 when rows are in error, in the stages run or upstream of them (a stage run on its own carries its
     upstream's failed rows along), naming them and how to retry; exit 0 only when none is."""
-    from sgpo_data.run_reader import STAGE_ORDER, StageFiles
+    from sgpo_data.run_reader import StageFiles
+    from sgpo_data.stages import STAGE_ORDER
     from sgpo_data_cli.render import console, failed_rows
 
     upstream = STAGE_ORDER[: STAGE_ORDER.index(results[0].stage)] if results else []
@@ -143,30 +145,6 @@ def _exit_for_row_errors(results, out: Path) -> None:
     raise typer.Exit(EXIT_ROWS_FAILED)
 
 
-@app.command()
-def generate(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
-             shard: ShardOpt = None, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
-             progress_every: ProgressOpt = 30.0) -> None:
-    """Sample G responses per prompt and grade them."""
-    _execute(["generate"], recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
-
-
-@app.command()
-def judge(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
-          shard: ShardOpt = None, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
-          progress_every: ProgressOpt = 30.0) -> None:
-    """Cut responses into steps and find the first wrong step of each wrong one."""
-    _execute(["judge"], recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
-
-
-@app.command()
-def score(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
-          shard: ShardOpt = None) -> None:
-    """SGPO rewards and GRPO/SGPO advantages."""
-    _execute(["score"], recipe, out, set, overwrite, shard)
-
-
-@app.command()
 def export(
     out: OutOpt,
     recipe: RecipeOpt = None,
@@ -219,6 +197,36 @@ def export(
         print(f"pushed {out / 'export'} to https://huggingface.co/datasets/{push_to_hub} ({url})")
     if rows_failed is not None:
         raise rows_failed
+
+
+def _stage_command(stage):
+    """The CLI command of a stage: its options, and the engine stages' executor options."""
+    from sgpo_data.pipeline.stream import StreamingStage
+
+    if issubclass(stage, StreamingStage):
+        def command(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
+                    shard: ShardOpt = None, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None,
+                    progress_every: ProgressOpt = 30.0) -> None:
+            _execute([stage.name], recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
+    else:
+        def command(out: OutOpt, recipe: RecipeOpt = None, set: SetOpt = None, overwrite: OverwriteOpt = False,
+                    shard: ShardOpt = None) -> None:
+            _execute([stage.name], recipe, out, set, overwrite, shard)
+    command.__doc__ = stage.__doc__.split("\n\n")[0]
+    return command
+
+
+def _stage_commands() -> None:
+    """One command per stage, in run order, from the stage list; a stage with options of its own (export's
+    views and Hub upload) has its command written out."""
+    from sgpo_data.stages import STAGES
+
+    written = {"export": export}
+    for stage in STAGES:
+        app.command(stage.name)(written.get(stage.name) or _stage_command(stage))
+
+
+_stage_commands()
 
 
 @app.command()
@@ -333,7 +341,7 @@ def run(
     Exit codes: 0 every row ok; 2 bad input, config or a locked run folder; 3 rows in error (rerun to retry
     them); 4 a service failed and stopped the stage (rerun when it is back); 130/143 stopped by SIGINT/SIGTERM,
     every answered request saved (rerun to resume)."""
-    from sgpo_data.run_reader import STAGE_ORDER
+    from sgpo_data.stages import STAGE_ORDER
 
     _execute(list(STAGE_ORDER), recipe, out, set, overwrite, shard, executor, ray_address, progress_every)
 

@@ -1,8 +1,11 @@
-"""Parts are chosen by name; an unknown name lists the valid ones. A part may register its own pydantic
-options model, which validates the recipe's `<part>_options` / `options` mapping before anything loads."""
+"""Parts are chosen by name; an unknown name lists the valid ones. A part registers itself, with its own pydantic
+options model (which validates the recipe's `options` before anything loads), in the file that defines it: a
+registry imports every module of its package the first time it is asked, so a new part is one new file."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -17,10 +20,21 @@ class NoOptions(BaseModel):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, package: str | None = None):
+        self.kind, self.package = kind, package
         self._factories: dict[str, Callable[..., T]] = {}
         self._options: dict[str, type[BaseModel]] = {}
+        self._discovered = package is None
+
+    def _discover(self) -> None:
+        """Import every module of the package once, so each registers its parts (heavy libraries stay inside
+        the functions that use them)."""
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{self.package}.{module.name}")
 
     def register(self, name: str, options: type[BaseModel] | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -44,9 +58,11 @@ class Registry(Generic[T]):
         return self._options[name]
 
     def names(self) -> list[str]:
+        self._discover()
         return sorted(self._factories)
 
     def check(self, name: str, key: str | None = None) -> None:
+        self._discover()
         if name not in self._factories:
             where = f"{key}: " if key else ""
             raise SgpoError(f"{where}unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")

@@ -18,8 +18,6 @@ import pyarrow as pa
 
 from sgpo_data.errors import SgpoError, first_line
 
-STAGE_ORDER = ["generate", "judge", "score", "export"]
-
 
 class StageFiles:
     """One stage's folder in a run, read-only."""
@@ -95,14 +93,18 @@ class StageFiles:
 
     @property
     def upstream(self) -> "StageFiles | None":
-        index = STAGE_ORDER.index(self.stage) if self.stage in STAGE_ORDER else 0
-        return StageFiles(self.run, STAGE_ORDER[index - 1]) if index else None
+        """The stage this one was made from, as its manifest records."""
+        name = (self.manifest() or {}).get("upstream")
+        return StageFiles(self.run, name) if name else None
 
     def require_current(self) -> None:
         """Every stage up the chain still holds the output this complete stage was made from: a stage redone with
         `--overwrite`, or retried, after its downstream was made leaves that downstream stale, and stale rows are
         refused rather than read beside the new ones."""
         stage, upstream = self, self.upstream
+        if "upstream" not in self.manifest():
+            raise SgpoError(f"{self.dir} was made by an older sgpo-data; redo it: rerun `sgpo-data {self.stage} --out "
+                            f"{self.run} --overwrite` (and the stages after it)")
         while upstream is not None:
             manifest = stage.manifest()
             made_from = manifest.get("upstream_output")

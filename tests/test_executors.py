@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
+
+from sgpo_data.run_reader import read_stage
 import pytest
 
 from tests.fault_server import FaultServer
@@ -16,7 +17,7 @@ STAGES = ("generate", "judge", "score", "export")
 
 
 def export_rows(out: Path) -> list[dict]:
-    return without_timing(pq.read_table(out / "export" / "part-00000.parquet").to_pylist())
+    return without_timing(read_stage(out, "export").to_pylist())
 
 
 @pytest.fixture(scope="module")

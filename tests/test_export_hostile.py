@@ -13,7 +13,7 @@ from sgpo_data.card import card_metadata, render_for_push
 from sgpo_data.config import load_recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.export import apply_filters
-from sgpo_data.pipeline import run_stage
+from sgpo_data.stages import run_stage
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import SCORE_SCHEMA
 from tests.test_stages import judged_row, judged_run
@@ -151,7 +151,7 @@ def test_a_failure_mid_export_surfaces_as_itself_and_leaves_nothing_half_written
     with min above max did), a view failing on that part (the first part's files written), or saving the
     DatasetDicts failing after every Parquet file is written."""
     from sgpo_data.export.views import TrlView
-    from sgpo_data.stages import export as export_stage
+    from sgpo_data.stages import publish as export_stage
 
     run = scored_run(tmp_path / "run", 6)
     overrides = ["export.formats=[parquet, hf]", "export.test_size=0.34"]
@@ -166,8 +166,8 @@ def test_a_failure_mid_export_surfaces_as_itself_and_leaves_nothing_half_written
         return failing
 
     if fault == "filters":
-        monkeypatch.setattr(export_stage.ExportStage, "_filter",
-                            fail_third_call(export_stage.ExportStage._filter, "injected filter failure"))
+        monkeypatch.setattr(export_stage.Publisher, "_filter",
+                            fail_third_call(export_stage.Publisher._filter, "injected filter failure"))
     elif fault == "view":
         monkeypatch.setattr(TrlView, "build", fail_third_call(TrlView.build, "injected view failure"))
     else:
@@ -188,7 +188,7 @@ def test_writes_to_one_file_before_a_flush_run_in_order(tmp_path):
     """Two writes to one file on two threads at once crash pyarrow; they run one after the other."""
     from datasets import load_from_disk
 
-    from sgpo_data.stages.export import _Writers
+    from sgpo_data.stages.publish import _Writers
 
     writers = _Writers(tmp_path, ["parquet", "hf"], "fp")
     table = pa.table({"x": list(range(4000)), "y": [["a"]] * 4000})

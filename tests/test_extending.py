@@ -148,7 +148,7 @@ def test_the_recipe_reference_is_generated_from_the_models_and_current():
 def test_a_run_made_before_parts_took_name_and_options_is_refused_with_one_line_until_overwrite(tmp_path):
     import json
 
-    from sgpo_data.pipeline.runner import run_stage
+    from sgpo_data.stages import run_stage
 
     recipe = load_recipe(None, TOY_RECIPE)
     run_stage("generate", recipe, tmp_path)

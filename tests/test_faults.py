@@ -58,7 +58,7 @@ def assert_healthy_rerun_completes(out: Path, policy: FaultServer, judge: FaultS
     judge.faults.clear()
     code, output = run(out, policy, judge, *extra, **kwargs)
     assert code == 0, output
-    table = pq.read_table(StageFiles(out, "export").part(0)).to_pylist()
+    table = StageFiles(out, "export").read().to_pylist()
     assert len(table) == PROMPTS * G
     assert len({(r["prompt_id"], r["sample_idx"]) for r in table}) == PROMPTS * G
     assert all(r["generate_status"] == "ok" and r["judge_status"] in ("ok", "skipped_correct") for r in table)

@@ -239,7 +239,7 @@ def test_the_judge_stage_honours_scope_and_records_each_rows_cost(tmp_path):
     """arith (no engine) through the judge stage: all_negative_groups judges only the wrong rows of groups with
     no right answer, the others say why they were left out; judged rows carry calls 0 and their seconds."""
     from sgpo_data.config import load_recipe
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.run_reader import read_stage
 
     def row(prompt, idx, response, correct):

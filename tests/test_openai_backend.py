@@ -7,7 +7,8 @@ import math
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
+
+from sgpo_data.run_reader import read_stage
 import pytest
 
 from sgpo_data.backends import SamplingParams, get_backend
@@ -116,7 +117,7 @@ def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
     recipe = load_recipe(REPO / "recipes" / "demo.yaml", tiny_overrides(num_problems=3, num_samples=3) + engine
                          + ["generate.max_in_flight=64"])
     run_all(recipe, tmp_path)
-    rows = pq.read_table(tmp_path / "export" / "part-00000.parquet").to_pylist()
+    rows = read_stage(tmp_path, "export").to_pylist()
     assert len(rows) == 9 and list(rows[0]) == CONTRACT_COLUMNS
     assert {r["policy_model"] for r in rows} == {SERVED}
     for row in rows:

@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from sgpo_data.config import load_recipe
 from sgpo_data.schema import CONTRACT_COLUMNS, JudgeStatus
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.stages import run_all
+from sgpo_data.run_reader import read_stage
 from tests.helpers import tiny_overrides, without_timing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ CLI = [sys.executable, "-m", "sgpo_data_cli"]
 
 
 def test_export_has_every_contract_column_and_the_sgpo_invariants(pipeline_run):
-    table = pq.read_table(pipeline_run / "export" / "part-00000.parquet")
+    table = read_stage(pipeline_run, "export")
     assert table.column_names == CONTRACT_COLUMNS
     rows = table.to_pylist()
     assert len(rows) == 16
@@ -104,8 +104,8 @@ def test_kill_9_and_rerun_gives_the_same_rows(tmp_path):
 
     result = _cli("run", str(DEMO), "--out", str(killed), *_overrides())
     assert result.returncode == 0, result.stderr
-    a = pq.read_table(reference / "export" / "part-00000.parquet").to_pylist()
-    b = pq.read_table(killed / "export" / "part-00000.parquet").to_pylist()
+    a = read_stage(reference, "export").to_pylist()
+    b = read_stage(killed, "export").to_pylist()
     assert without_timing(a) == without_timing(b)
 
 
@@ -129,7 +129,7 @@ def test_cli_generate_then_stage_commands_print_a_summary(tmp_path):
     ("args", "message"),
     [
         (["--set", "data.source=/no/such/file.jsonl"], "data file /no/such/file.jsonl not found"),
-        (["--set", "generate.backend=nope"], "generate.backend: unknown backend 'nope'"),
+        (["--set", "generate.backend=nope"], "generate.backend.name: unknown backend 'nope'"),
         (["--set", "judge.beta=3"], "invalid recipe key 'judge.beta'"),
     ],
 )

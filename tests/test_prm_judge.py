@@ -269,4 +269,4 @@ def test_a_pipeline_run_with_the_prm_judge(tmp_path, prm_path):
         assert row["judge_status"] == JudgeStatus.OK and row["judge_model"] == prm_path
         assert len(json.loads(row["judge_raw"])) == len(row["steps"])
         assert row["first_error_step"] == next((k for k, p in enumerate(json.loads(row["judge_raw"])) if p < 0.5), -1)
-    assert (tmp_path / "run" / "export" / "part-00000.parquet").is_file()
+    assert read_stage(tmp_path / "run", "export").num_rows == len(rows)

@@ -56,7 +56,7 @@ def make_run(root: Path, generate_config: dict | None = None, finish_score: bool
     config = generate_config or {k: recipe[k] for k in ("data", "generate", "grader")}
     for stage, table, cfg in [("generate", generated, config), ("judge", judged, {"judge": recipe["judge"]}),
                               ("score", scored, {"score": recipe["score"]})]:
-        out = StageFolder(root, stage)
+        out = StageFolder(root, stage, {"generate": None, "judge": "generate", "score": "judge"}[stage])
         out.start(cfg, f"fp-{stage}", num_shards=2 if stage != "score" else 1)
         if stage == "score" and not finish_score:
             break

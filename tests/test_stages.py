@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sgpo_data.config import Recipe
 from sgpo_data.errors import SgpoError
-from sgpo_data.pipeline import STAGES, Shard
+from sgpo_data.export import get_view
+from sgpo_data.pipeline import Shard
 from sgpo_data.schema import JUDGE_SCHEMA, SCORE_SCHEMA
-import sgpo_data.stages  # noqa: F401  (registers the stages)
+from sgpo_data.stages import get_stage
 
 
 def judged_row(prompt_id: str, idx: int, k: int | None, judge_status: str = "ok", generate_ok: bool = True) -> dict:
@@ -30,8 +32,9 @@ def test_rows_in_error_take_no_part_in_scoring_and_their_group_is_scored_over_th
     rows = [judged_row("p", 0, 0), judged_row("p", 1, 1), judged_row("p", 2, None, "skipped_no_response", False),
             judged_row("p", 3, 2), judged_row("q", 0, 1), judged_row("q", 1, None, "error")]
     table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
-    stage = STAGES.get("score", recipe=Recipe())
-    out = stage.process(Shard(0, "fp", table.num_rows, table=table)).table
+    stage = get_stage("score")(Recipe())
+    result = stage.process(Shard(0, "fp", table.num_rows, table=table))
+    out = result.table
     assert out.schema == SCORE_SCHEMA
     assert [(r["prompt_id"], r["sample_idx"]) for r in out.to_pylist()] == [(r["prompt_id"], r["sample_idx"]) for r in rows]
     reward, advantage = out["reward"].to_pylist(), out["advantage"].to_pylist()
@@ -40,7 +43,7 @@ def test_rows_in_error_take_no_part_in_scoring_and_their_group_is_scored_over_th
     expected = (r - r.mean()) / (r.std(ddof=1) + 1e-4)  # TRL's formula over the group's 3 remaining rows
     assert [advantage[0], advantage[1], advantage[3]] == pytest.approx(expected.tolist(), abs=1e-5)
     assert advantage[4] == 0.0  # one row left: no baseline
-    stats = stage.statistics([{"tally": stage.tally(out)}])
+    stats = stage.statistics([result.stats])
     assert stats["rows_in_error"] == 2 and stats["groups_with_rows_in_error"] == 2 and stats["judge_errors"] == 1
     assert stats["responses"] == 4  # the statistics are over the rows that were scored
 
@@ -48,17 +51,28 @@ def test_rows_in_error_take_no_part_in_scoring_and_their_group_is_scored_over_th
 def test_every_stage_declares_what_it_needs_and_adds():
     needs = set()
     for name in ("generate", "judge", "score", "export"):
-        stage = STAGES.get(name, recipe=Recipe())
+        stage = get_stage(name)(Recipe())
         assert set(stage.needs) >= needs  # each stage needs what the ones before it produced
         needs = set(stage.needs) | {f.name for f in stage.adds}
     assert needs == set(SCORE_SCHEMA.names)
-    assert STAGES.get("generate", recipe=Recipe()).status_column == "generate_status"
+    assert get_stage("generate")(Recipe()).status_column == "generate_status"
 
 
-def test_a_stage_names_the_missing_columns_of_its_input(tmp_path):
-    table = pa.table({"prompt_id": ["p"], "response": ["x"]})
+def test_the_runner_names_the_missing_columns_of_a_stage_s_input_and_a_stage_that_drops_columns(tmp_path):
+    from sgpo_data.pipeline.stage import ShardOutput, check_output, require_input
+
+    path = tmp_path / "generate" / "part-00000.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"prompt_id": ["p"], "response": ["x"]}), path)
+    judge = get_stage("judge")(Recipe())
     with pytest.raises(SgpoError, match=r"part-00000.parquet: missing column\(s\) problem, .*run `sgpo-data generate"):
-        STAGES.get("judge", recipe=Recipe()).check_input(table, "RUN/generate/part-00000.parquet")
+        require_input(judge, Shard(0, "fp", 1, paths=[path]))
+    table = pa.Table.from_pylist([judged_row("p", 0, 1)], schema=JUDGE_SCHEMA)
+    score = get_stage("score")(Recipe())
+    shard = Shard(0, "fp", 1, table=table)
+    check_output(score, shard, score.process(shard).table)
+    with pytest.raises(SgpoError, match=r"stage score: the rows of shard 0 lack column\(s\) problem, rts, reward"):
+        check_output(score, shard, ShardOutput(table).table.drop_columns(["problem"]))
 
 
 def test_the_trainer_never_falls_back_to_unfiltered_rows(tmp_path):
@@ -73,10 +87,11 @@ def test_the_trainer_never_falls_back_to_unfiltered_rows(tmp_path):
 def test_a_run_whose_every_row_failed_still_scores_and_counts_them():
     rows = [judged_row("p", i, None, "skipped_no_response", False) for i in range(3)]
     table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
-    stage = STAGES.get("score", recipe=Recipe())
-    out = stage.process(Shard(0, "fp", table.num_rows, table=table)).table
+    stage = get_stage("score")(Recipe())
+    result = stage.process(Shard(0, "fp", table.num_rows, table=table))
+    out = result.table
     assert out.num_rows == 3 and out["reward"].null_count == 3 and out["advantage"].null_count == 3
-    stats = stage.statistics([{"tally": stage.tally(out)}])
+    stats = stage.statistics([result.stats])
     assert stats["rows_in_error"] == 3 and stats["responses"] == 0 and stats["accuracy"] is None
 
 
@@ -96,8 +111,8 @@ def judged_run(root, rows: list[dict], cut: int):
     table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
     recipe = Recipe().model_dump()
     configs = {"generate": {k: recipe[k] for k in ("data", "generate", "grader")}, "judge": {"judge": recipe["judge"]}}
-    for stage in ("generate", "judge"):
-        folder = StageFolder(root, stage)
+    for stage, upstream in (("generate", None), ("judge", "generate")):
+        folder = StageFolder(root, stage, upstream)
         folder.start(configs[stage], f"fp-{stage}", num_shards=2)
         for i, part in enumerate([table.slice(0, cut), table.slice(cut)]):
             folder.write_shard(i, part, f"in-{i}", {}, {"tally": {}})
@@ -108,7 +123,7 @@ def judged_run(root, rows: list[dict], cut: int):
 @pytest.mark.parametrize("advantage", ["group", "batch"])
 def test_scoring_part_by_part_gives_the_whole_run_s_rewards_advantages_and_statistics(tmp_path, advantage):
     from sgpo_data.config import load_recipe
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.run_reader import read_stage
     from sgpo_data.scoring import score_stats, score_table
 
@@ -135,10 +150,10 @@ def test_exporting_part_by_part_gives_the_views_of_the_whole_run(tmp_path):
 
     from sgpo_data.config import load_recipe
     from sgpo_data.export import split_by_prompt
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.run_reader import export_view, read_stage
     from sgpo_data.schema import error_rows
-    from sgpo_data.stages.export import row_prompts
+    from sgpo_data.stages.publish import row_prompts
 
     rows = [judged_row(f"p{i}", j, (i + j) % 5 - 1) for i in range(8) for j in range(3)]
     rows[4] = judged_row("p1", 1, None, "error")
@@ -152,7 +167,7 @@ def test_exporting_part_by_part_gives_the_views_of_the_whole_run(tmp_path):
     assert {split: t.num_rows for split, t in splits.items()} == {"train": 17, "test": 6}
     for name in views:
         for split, table in splits.items():
-            view = STAGES.get("export", recipe=recipe).views()[name]  # the recipe's options, a fresh view
+            view = get_view(name, next(v.options for v in recipe.export.views if v.name == name))  # a fresh view
             expected = view.build(table, row_prompts(tmp_path, table))
             assert export_view(tmp_path, name, split).to_pylist() == expected.to_pylist(), (name, split)
             assert load_from_disk(str(tmp_path / "export" / "hf" / name))[split].to_list() == expected.to_pylist()
@@ -162,7 +177,7 @@ def test_exporting_part_by_part_gives_the_views_of_the_whole_run(tmp_path):
 def test_a_view_split_without_rows_still_loads(tmp_path):
     from datasets import load_from_disk
 
-    from sgpo_data.stages.export import _Writers
+    from sgpo_data.stages.publish import _Writers
 
     writers = _Writers(tmp_path, ["parquet", "hf"], "fp")
     table = pa.table({"x": [1, 2, 3], "y": [["a"], [], None]})
@@ -178,7 +193,7 @@ def test_a_view_split_without_rows_still_loads(tmp_path):
 
 
 def test_a_marker_without_a_tally_asks_to_redo_the_stage():
-    stage = STAGES.get("score", recipe=Recipe())
+    stage = get_stage("score")(Recipe())
     with pytest.raises(SgpoError, match="written by an older sgpo-data .* redo the stage with --overwrite"):
         stage.statistics([{"usage": {}}])
 
@@ -192,7 +207,7 @@ def no_reference_row(prompt_id: str, idx: int) -> dict:
 
 def test_rows_without_a_reference_are_refused_for_scoring_unless_the_recipe_excludes_them(tmp_path):
     from sgpo_data.config import load_recipe
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.run_reader import read_stage
 
     rows = [judged_row("p", 0, 0), judged_row("p", 1, 2), no_reference_row("q", 0), no_reference_row("q", 1)]
@@ -221,7 +236,7 @@ def test_prompts_without_a_reference_are_refused_before_generate_loads_a_model(t
     import json
 
     from sgpo_data.config import load_recipe
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
 
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"problem": f"{i} + 1?", "solution": "s", "answer": a}) + "\n"
@@ -233,7 +248,7 @@ def test_prompts_without_a_reference_are_refused_before_generate_loads_a_model(t
 
 def test_readers_refuse_stages_made_from_an_upstream_that_was_redone(tmp_path):
     from sgpo_data.config import load_recipe
-    from sgpo_data.pipeline import run_stage
+    from sgpo_data.stages import run_stage
     from sgpo_data.pipeline.folder import StageFolder
     from sgpo_data.report import write_report
     from sgpo_data.run_reader import StageFiles, export_view, read_stage

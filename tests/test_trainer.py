@@ -111,7 +111,7 @@ def test_full_and_lora_runs_save_a_model_transformers_loads(tiny, tmp_path, lora
 
 def test_pipeline_data_on_the_shipped_model_gives_finite_losses(pipeline_run, tmp_path):
     cfg = TrainConfig(data=str(pipeline_run), batch_size=4, lr=1e-6, lora=True, lora_r=4, loss_agg="dr_grpo",
-                      eval={"num_problems": 2, "max_new_tokens": 16})
+                      eval={"arithmetic": {"num_problems": 2}, "max_new_tokens": 16})
     trainer = OfflineTrainer(cfg, tmp_path)
     assert trainer.data.counts["logprobs_from_data"] == len(trainer.examples)  # exact tokens + behaviour log-probs
     assert trainer.temperature == 0.8  # read from the run's generate manifest

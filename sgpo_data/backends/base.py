@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from sgpo_data.errors import ServiceError
 from sgpo_data.outcomes import RequestError
+from sgpo_data.registry import Registry
 
 Outcome = RequestError | ServiceError  # what a request ends with when it has no result
 
@@ -206,3 +207,7 @@ class BatchBackend(Backend):
 
     def choose_batch(self, requests: list[Request]) -> list[Result]:
         raise NotImplementedError(f"{type(self).__name__} cannot constrain answers to fixed choices")
+
+
+# Every backend registers itself here, in its own file of this package (found on first use).
+BACKENDS: Registry[Backend] = Registry("backend", package="sgpo_data.backends")

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sgpo_data.backends.base import Backend, Choice, Completion, Feed, Generation, Request, Result
+from sgpo_data.backends.base import BACKENDS, Backend, Choice, Completion, Feed, Generation, Request, Result
 from sgpo_data.backends.chat import continues
 from sgpo_data.config import operational
 from sgpo_data.errors import SgpoError, ServiceError
@@ -221,3 +221,9 @@ def _classify(exc: Exception, server: str, options: OpenAIOptions) -> RequestErr
     if isinstance(exc, openai.APIStatusError):
         return RequestError(ErrorKind.BAD_REQUEST, f"{status}: {first_line}")
     return RequestError(ErrorKind.INVALID_RESPONSE, f"{type(exc).__name__}: {first_line}")
+
+
+@BACKENDS.register("openai", options=OpenAIOptions)
+def _openai(model: str | None, options: OpenAIOptions) -> OpenAIBackend:
+    """Any OpenAI-compatible server (a vLLM server, a hosted API), with many requests in flight."""
+    return OpenAIBackend(model=model, options=options)

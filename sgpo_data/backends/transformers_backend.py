@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.backends.base import BatchBackend, Choice, Completion, Conversation, Generation, Request
+from sgpo_data.backends.base import BACKENDS, BatchBackend, Choice, Completion, Conversation, Generation, Request
 from sgpo_data.backends.chat import answer_ids, prompt_text
 from sgpo_data.backends.models import load_model
 from sgpo_data.errors import SgpoError
@@ -156,3 +156,9 @@ class TransformersBackend(BatchBackend):
 
     def close(self) -> None:
         del self.model
+
+
+@BACKENDS.register("transformers", options=TransformersOptions)
+def _transformers(model: str | None, options: TransformersOptions) -> TransformersBackend:
+    """A Hugging Face model in this process (batched `generate`), on CPU or one GPU."""
+    return TransformersBackend(model=model, device=options.device, dtype=options.dtype)

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.backends.base import Backend, Choice, Completion, Feed, Generation, Request, Result
+from sgpo_data.backends.base import BACKENDS, Backend, Choice, Completion, Feed, Generation, Request, Result
 from sgpo_data.backends.chat import answer_ids, prompt_text
 from sgpo_data.config import operational
 from sgpo_data.errors import SgpoError
@@ -181,3 +181,9 @@ def _completion(c) -> Completion:
     logprobs = [float(step[token].logprob) for step, token in zip(c.logprobs, ids)] if c.logprobs else None
     return Completion(text=c.text, finish_reason="length" if c.finish_reason == "length" else "stop",
                       num_tokens=len(ids), logprobs=logprobs, token_ids=ids)
+
+
+@BACKENDS.register("vllm", options=VLLMOptions)
+def _vllm(model: str | None, options: VLLMOptions) -> VLLMBackend:
+    """vLLM's offline engine in this process (`pip install 'sgpo-data[vllm]'`)."""
+    return VLLMBackend(model=model, options=options)

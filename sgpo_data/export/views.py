@@ -89,7 +89,8 @@ class View:
         raise NotImplementedError
 
 
-VIEWS: Registry[View] = Registry("export view")
+# Every view registers itself here, in its own file of the export package (found on first use).
+VIEWS: Registry[View] = Registry("export view", package="sgpo_data.export")
 
 
 def get_view(name: str, options: dict | None = None, key: str = "export.views") -> View:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from sgpo_data.registry import Registry
+
 
 @dataclass(frozen=True)
 class GradeResult:
@@ -33,3 +35,7 @@ class Grader(ABC):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+# Every grader registers itself here, in its own file of this package (found on first use).
+GRADERS: Registry[Grader] = Registry("grader", package="sgpo_data.graders")

@@ -23,8 +23,7 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.errors import SgpoError
-from sgpo_data.graders import GRADERS
-from sgpo_data.graders.base import Grader, GradeResult
+from sgpo_data.graders.base import GRADERS, Grader, GradeResult
 from sgpo_data.graders.extract import extract_answer
 from sgpo_data.graders.workers import WorkerPool, available_cpus
 from sgpo_data.schema import GradeStatus

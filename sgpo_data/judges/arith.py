@@ -20,7 +20,7 @@ import operator
 import re
 from fractions import Fraction
 
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Verdict
 from sgpo_data.schema import JudgeStatus
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -121,3 +121,9 @@ class ArithJudge(Judge):
             if wrong := false_equations(step):
                 return Verdict(k, JudgeStatus.OK, "; ".join(wrong), judge="arith")
         return Verdict(-1, JudgeStatus.OK, "no false equation", judge="arith")
+
+
+@JUDGES.register("arith")
+def _arith(engine, options, policy=None) -> Judge:
+    """Checks every written calculation (`a + b = c`) exactly; no model."""
+    return ArithJudge()

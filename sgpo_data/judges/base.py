@@ -21,6 +21,7 @@ import numpy as np
 from sgpo_data.backends.base import Backend, Request, Result
 from sgpo_data.errors import SgpoError
 from sgpo_data.outcomes import RequestError
+from sgpo_data.registry import Registry
 from sgpo_data.schema import JudgeStatus
 
 
@@ -217,3 +218,7 @@ def _completion_tokens(result) -> int:
     if hasattr(result, "completions"):
         return sum(c.num_tokens for c in result.completions)
     return getattr(result, "completion_tokens", 0) or 0
+
+
+# Every judge registers itself here, in its own file of this package (found on first use).
+JUDGES: Registry[Judge] = Registry("judge", package="sgpo_data.judges")

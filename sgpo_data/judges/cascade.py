@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.errors import SgpoError
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Verdict
 
 
 class CascadeOptions(BaseModel):
@@ -81,3 +82,21 @@ class CascadeJudge(Judge):
     def close(self) -> None:
         for judge in self.judges:
             judge.close()
+
+
+@JUDGES.register("cascade", options=CascadeOptions)
+def _cascade(engine, options: CascadeOptions, policy=None) -> Judge:
+    """Judges in order; the first that finds an error decides (cheap local checks before an LLM)."""
+    from sgpo_data.judges import get_judge
+
+    judges = []
+    for position, name in enumerate(options.judges):
+        if name == "cascade":
+            raise SgpoError("judge.options.judges: a cascade cannot contain a cascade")
+        JUDGES.check(name, f"judge.options.judges[{position}]")
+        judges.append(get_judge(name, engine, options.options.get(name), f"judge.options.options.{name}", policy))
+    for name, judge in zip(options.judges[:-1], judges[:-1]):
+        if type(judge).decide is Judge.decide:
+            raise SgpoError(f"judge.options.judges: {name!r} needs an engine, so it can only be the last judge of a "
+                            f"cascade; put the local checks (arith) first")
+    return CascadeJudge(judges)

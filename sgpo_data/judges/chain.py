@@ -12,7 +12,7 @@ LLM judge there.
 
 from __future__ import annotations
 
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Verdict
 from sgpo_data.schema import JudgeStatus
 
 
@@ -34,3 +34,9 @@ class ChainJudge(Judge):
         k = first_wrong_step(item.steps, reference)
         raw = "no step differs from the reference" if k < 0 else f"step {k} differs from the reference"
         return Verdict(k, JudgeStatus.OK, raw, judge="chain")
+
+
+@JUDGES.register("chain")
+def _chain(engine, options, policy=None) -> Judge:
+    """Checks each step of a running-total chain (the experiment's task) exactly; no model."""
+    return ChainJudge()

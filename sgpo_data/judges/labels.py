@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Verdict
 from sgpo_data.judges.parse import parse_first_error
 from sgpo_data.schema import JudgeStatus
 
@@ -33,3 +33,9 @@ class LabelsJudge(Judge):
         else:
             verdict = parse_first_error(raw, len(item.steps))
         return Verdict(verdict.first_error_step, verdict.status, raw, judge=f"labels:{self.column}")
+
+
+@JUDGES.register("labels", options=LabelsOptions)
+def _labels(engine, options: LabelsOptions, policy=None) -> Judge:
+    """Reads the first error from a column of the data (human or earlier labels)."""
+    return LabelsJudge(options)

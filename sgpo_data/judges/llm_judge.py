@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.backends.base import Backend, Choice, Request, Result, SamplingParams
 from sgpo_data.errors import SgpoError
-from sgpo_data.judges.base import Judge, JudgeInput, Session, Task, Verdict
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Session, Task, Verdict
 from sgpo_data.judges.parse import parse_first_error, parse_group
 from sgpo_data.outcomes import RequestError
 
@@ -199,3 +199,9 @@ class LLMJudge(Judge):
             return [Verdict.failed(result) for _ in items]
         raw = result.completions[0].text if result.completions else None
         return parse_group(raw, [len(item.steps) for item in items])
+
+
+@JUDGES.register("llm", options=LLMJudgeOptions)
+def _llm(engine, options: LLMJudgeOptions, policy=None) -> Judge:
+    """An LLM on the judge's backend names the first wrong step, guided by the reference solution."""
+    return LLMJudge(engine, options)

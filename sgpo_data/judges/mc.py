@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.backends.base import Backend, Request, SamplingParams
-from sgpo_data.judges.base import Judge, JudgeInput, Session, Verdict
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Session, Verdict
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.schema import JudgeStatus
 
@@ -87,3 +87,10 @@ class MCJudge(Judge):
         if self._grader is not None:
             self._grader.close()
         super().close()
+
+
+@JUDGES.register("mc", options=MCOptions)
+def _mc(engine, options: MCOptions, policy=None) -> Judge:
+    """Monte-Carlo: continuations sampled from each prefix; the first prefix that cannot reach the answer is the
+    error."""
+    return MCJudge(policy or engine, options)

@@ -14,7 +14,8 @@ from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgpo_data.judges.base import Judge, JudgeInput, Task, Verdict
+from sgpo_data.errors import SgpoError
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Task, Verdict
 from sgpo_data.schema import JudgeStatus
 
 
@@ -83,3 +84,15 @@ class NoisyJudge(Judge):
 
     def close(self) -> None:
         self.inner.close()
+
+
+@JUDGES.register("noisy", options=NoisyOptions)
+def _noisy(engine, options: NoisyOptions, policy=None) -> Judge:
+    """Another judge with its verdicts replaced at random with probability p: a judge of known quality."""
+    from sgpo_data.judges import get_judge
+
+    if options.judge == "noisy":
+        raise SgpoError("judge.options.judge: a noisy judge cannot wrap another noisy judge")
+    JUDGES.check(options.judge, "judge.options.judge")
+    inner = get_judge(options.judge, engine, options.options, "judge.options.options", policy)
+    return NoisyJudge(inner, options.p, options.seed)

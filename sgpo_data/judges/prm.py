@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.errors import SgpoError
-from sgpo_data.judges.base import Judge, JudgeInput, Verdict
+from sgpo_data.judges.base import JUDGES, Judge, JudgeInput, Verdict
 from sgpo_data.outcomes import ErrorKind
 from sgpo_data.schema import JudgeStatus
 
@@ -198,3 +198,9 @@ class PRMJudge(Judge):
 
     def close(self) -> None:
         self.model = None
+
+
+@JUDGES.register("prm", options=PRMOptions)
+def _prm(engine, options: PRMOptions, policy=None) -> Judge:
+    """A process reward model scores every step; the first below the threshold is the error."""
+    return PRMJudge(options)

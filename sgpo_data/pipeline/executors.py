@@ -14,7 +14,8 @@ from sgpo_data.config import RayConfig
 from sgpo_data.errors import SgpoError
 from sgpo_data.pipeline.folder import StageFolder
 from sgpo_data.pipeline.progress import Progress
-from sgpo_data.pipeline.stage import Shard, Stage
+from sgpo_data.pipeline.stage import Shard, Stage, check_output, count_errors
+from sgpo_data.stats import tally
 
 
 class Executor(Protocol):
@@ -29,11 +30,9 @@ def _write(stage: Stage, folder: StageFolder, shards: list[Shard]) -> None:
     with ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as writer:
         written: Future | None = None
         for shard, out in stage.process_shards(shards):
-            if out.path is not None:  # rows too many to hold, written by the stage (which has no status column)
-                args = (shard.index, out.path, shard.fingerprint, {}, out.stats)
-            else:
-                stats = {**out.stats, "tally": stage.tally(out.table)}
-                args = (shard.index, out.table, shard.fingerprint, stage.count_errors(out.table), stats)
+            check_output(stage, shard, out.table)
+            stats = {"tally": tally(out.table), **out.stats}  # a stage's own tally replaces the generic one
+            args = (shard.index, out.table, shard.fingerprint, count_errors(stage, out.table), stats)
             if written is not None:
                 written.result()  # a failed write stops the stage here
             written = writer.submit(folder.write_shard, *args)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,9 +21,9 @@ import pyarrow.parquet as pq
 from sgpo_data import __version__
 from sgpo_data.errors import SgpoError
 from sgpo_data.redaction import redact
-from sgpo_data.run_reader import STAGE_ORDER, StageFiles
+from sgpo_data.run_reader import StageFiles
 
-__all__ = ["STAGE_ORDER", "StageFolder", "fingerprint_files", "fingerprint_table", "hash_json"]
+__all__ = ["StageFolder", "fingerprint_files", "fingerprint_table", "hash_json"]
 
 
 def write_json(path, payload: dict) -> None:
@@ -68,7 +67,11 @@ def total_errors(markers) -> dict[str, int]:
 
 
 class StageFolder(StageFiles):
-    """One stage's folder, for writing."""
+    """One stage's folder, for writing; `upstream`: the stage it reads (None: the prompts), kept in its manifest."""
+
+    def __init__(self, run, stage: str, upstream: str | None = None):
+        super().__init__(run, stage)
+        self.upstream_name = upstream
 
     def start(self, config: dict, input_fingerprint: str, num_shards: int, overwrite: bool = False) -> None:
         """Open the stage for writing; resume it when it was begun with the same config and input. The config is
@@ -97,6 +100,7 @@ class StageFolder(StageFiles):
                 "config": config,
                 "input_fingerprint": input_fingerprint,
                 "identity": hash_json([config, input_fingerprint]),  # what the next stage's input is
+                "upstream": self.upstream_name,
                 "num_shards": num_shards,
                 "sgpo_data_version": __version__,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -106,21 +110,15 @@ class StageFolder(StageFiles):
         marker = self.read_marker(shard)
         return marker is None or marker["input"] != input_fingerprint or bool(marker["errors"])
 
-    def write_shard(self, shard: int, rows: pa.Table | Path, input_fingerprint: str, errors: dict[str, int],
+    def write_shard(self, shard: int, rows: pa.Table, input_fingerprint: str, errors: dict[str, int],
                     stats: dict | None = None) -> None:
-        """Write the rows (a table, or a Parquet file already written, moved into place) atomically, then the
-        marker: only then does the shard count as done."""
+        """Write the rows atomically, then the marker: only then does the shard count as done."""
         part = self.part(shard)
         self.marker(shard).unlink(missing_ok=True)  # a redone shard is not done until its new marker lands
-        if isinstance(rows, pa.Table):
-            tmp = part.with_name(f"{part.name}.{os.getpid()}.tmp")
-            pq.write_table(rows, tmp)
-            os.replace(tmp, part)
-            num_rows = rows.num_rows
-        else:
-            os.replace(rows, part)
-            num_rows = pq.ParquetFile(part).metadata.num_rows
-        write_json(self.marker(shard), {"rows": num_rows, "errors": errors, "input": input_fingerprint,
+        tmp = part.with_name(f"{part.name}.{os.getpid()}.tmp")
+        pq.write_table(rows, tmp)
+        os.replace(tmp, part)
+        write_json(self.marker(shard), {"rows": rows.num_rows, "errors": errors, "input": input_fingerprint,
                                         "output": fingerprint_files([part]), "stats": stats or {}})
 
     def finish(self, inputs: dict[int, str], statistics) -> dict | None:

@@ -9,12 +9,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgpo_data.config import Recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.pipeline.executors import Executor, LocalExecutor
 from sgpo_data.pipeline.folder import StageFolder, total_errors
 from sgpo_data.pipeline.progress import Progress
-from sgpo_data.pipeline.stage import STAGES, Stage
+from sgpo_data.pipeline.stage import Stage, require_input
 from sgpo_data.run_reader import StageFiles
 
 
@@ -51,17 +50,11 @@ class StageResult:
         return self.manifest is not None
 
 
-def build_stage(name: str, recipe: Recipe) -> Stage:
-    import sgpo_data.stages  # noqa: F401  (registers the stages; imported here, not at the top: they import us)
-
-    return STAGES.get(name, recipe=recipe)
-
-
-def run_stage(name: str, recipe: Recipe, run: str | Path, shard: ShardSpec = ShardSpec(), overwrite: bool = False,
+def run_stage(stage: Stage, run: str | Path, shard: ShardSpec = ShardSpec(), overwrite: bool = False,
               progress: Progress | None = None, executor: Executor | None = None) -> StageResult:
-    stage = build_stage(name, recipe)
-    stage.check()
-    folder = StageFolder(run, name)
+    """Run `stage` into the run folder: its upstream must be complete, its input must have the columns it needs,
+    and every shard it writes must keep them and add its own."""
+    folder = StageFolder(run, stage.name, stage.upstream)
     stage.run = folder.run
     upstream = None
     if stage.upstream:
@@ -72,6 +65,8 @@ def run_stage(name: str, recipe: Recipe, run: str | Path, shard: ShardSpec = Sha
     inputs = {s.index: s.fingerprint for s in shards}
     pending = [s for s in shards if shard.owns(s.index) and folder.needs_work(s.index, s.fingerprint)]
     if pending:
+        for s in pending:
+            require_input(stage, s)
         folder.reopen()
         (executor or LocalExecutor()).run(stage, folder, pending, progress or Progress())
 
@@ -83,12 +78,4 @@ def run_stage(name: str, recipe: Recipe, run: str | Path, shard: ShardSpec = Sha
         errors = manifest["errors"]
     else:  # other processes' shards are pending: this process's own
         errors = total_errors(m for i in inputs if shard.owns(i) and (m := folder.read_marker(i)))
-    return StageResult(name, manifest, errors, len(pending))
-
-
-def check_recipe(recipe: Recipe, stages: list[str] | None = None) -> None:
-    """Every part name and options mapping resolves, before any data or model is loaded."""
-    from sgpo_data.run_reader import STAGE_ORDER
-
-    for name in stages or STAGE_ORDER:
-        build_stage(name, recipe).check()
+    return StageResult(stage.name, manifest, errors, len(pending))

@@ -38,6 +38,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgpo_data.errors import SgpoError
+from sgpo_data.registry import Registry
 
 _LEADING_SPACE_RE = re.compile(r"\s*")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -141,3 +142,7 @@ class Segmenter(ABC):
 def strip_steps(steps: list[str]) -> list[str]:
     """Display versions of the steps (surrounding whitespace removed), e.g. for numbering in a judge prompt."""
     return [step.strip() for step in steps]
+
+
+# Every segmenter registers itself here, in its own file of this package (found on first use).
+SEGMENTERS: Registry[Segmenter] = Registry("segmenter", package="sgpo_data.segmenters")

@@ -13,8 +13,7 @@ import re
 
 import pyarrow as pa
 
-from sgpo_data.segmenters import SEGMENTERS
-from sgpo_data.segmenters.base import Segmenter, SegmenterOptions, Texts
+from sgpo_data.segmenters.base import SEGMENTERS, Segmenter, SegmenterOptions, Texts
 from sgpo_data.segmenters.batch import split_at_line_breaks
 
 # A run of blank lines: a line break, then lines holding only whitespace (spaces, tabs, the \r of

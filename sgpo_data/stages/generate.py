@@ -26,7 +26,7 @@ from sgpo_data.graders.base import GradeResult
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.pipeline.cache import CallCache, request_key
 from sgpo_data.pipeline.folder import fingerprint_table
-from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput
+from sgpo_data.pipeline.stage import Shard, ShardOutput
 from sgpo_data.pipeline.stream import ShardJob, StreamingStage
 from sgpo_data.prompts import conversation
 from sgpo_data.schema import GENERATE_FIELDS, GENERATE_SCHEMA, GenerateStatus, GradeStatus, PROMPT_SCHEMA
@@ -37,13 +37,14 @@ def prompt_seed(seed: int, prompt_id: str, drawn: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{prompt_id}:{drawn}".encode()).digest()[:4], "little")
 
 
-@STAGES.register("generate")
 class GenerateStage(StreamingStage):
+    """Sample G responses per prompt and grade them."""
+
     name = "generate"
     upstream = None
     needs = tuple(PROMPT_SCHEMA.names)
     adds = tuple(GENERATE_FIELDS)
-    status_column, error_kind_column = "generate_status", "generate_error_kind"
+    status_column = "generate_status"
 
     def backend_identity(self) -> dict:
         """The backend's options that decide the rows (not its timeouts or concurrency)."""

@@ -22,20 +22,21 @@ from sgpo_data.judges import Verdict
 from sgpo_data.judges.core import Row, judging_for
 from sgpo_data.pipeline.cache import CallCache
 from sgpo_data.pipeline.folder import add_counts
-from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, shard_per_part
+from sgpo_data.pipeline.stage import Shard, ShardOutput, shard_per_part
 from sgpo_data.pipeline.stream import ShardJob, StreamingStage
 from sgpo_data.prompts import conversation
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import GENERATE_SCHEMA, JUDGE_FIELDS, JUDGE_SCHEMA, JudgeStatus
 
 
-@STAGES.register("judge")
 class JudgeStage(StreamingStage):
+    """Cut responses into steps and find the first wrong step of each wrong one."""
+
     name = "judge"
     upstream = "generate"
     needs = tuple(GENERATE_SCHEMA.names)
     adds = tuple(JUDGE_FIELDS)
-    status_column, error_kind_column = "judge_status", "judge_error_kind"
+    status_column = "judge_status"
 
     def config(self) -> dict:
         cfg = self.recipe.judge
@@ -82,7 +83,6 @@ class _JudgeJob(ShardJob):
         super().__init__(shard)
         self.stage = stage
         self.table = table = shard.load()
-        stage.check_input(table, shard.where)
         try:
             stage.judging.check_columns(table.column_names, shard.where)
         except BaseException:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from sgpo_data.errors import SgpoError, first_line
 from sgpo_data.pipeline.folder import hash_json
-from sgpo_data.pipeline.stage import STAGES, Shard, ShardOutput, Stage, shard_per_part
+from sgpo_data.pipeline.stage import Shard, ShardOutput, Stage, shard_per_part
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import JUDGE_SCHEMA, SCORE_FIELDS, SCORE_SCHEMA, error_rows, no_reference_rows, unscored_rows
 from sgpo_data.scoring import score_summary, score_table, score_tally
@@ -48,10 +48,17 @@ def _tokenizer(name: str | None):
                         "or Hub id") from None
 
 
-def whole_upstream(upstream: StageFiles) -> tuple[list[Shard], str]:
-    """One shard holding every upstream part (export writes one dataset from the whole run)."""
-    manifest = upstream.manifest()
-    return [Shard(0, manifest["output_fingerprint"], manifest["rows"], paths=upstream.parts())], manifest["identity"]
+def _tally(table: pa.Table) -> dict:
+    """The score stage's counters of one shard's rows (rewards, RTS and groups besides the rows')."""
+    read = ["prompt_id", "is_correct", "steps", "first_error_step", "judge_status", "generate_status",
+            "grade_status", "data_source", *[f.name for f in SCORE_FIELDS]]
+    scored, unscored, _ = _split_unscored(table.select([c for c in read if c in table.column_names]))
+    counts = score_tally(scored)
+    failed = unscored.filter(pa.array(error_rows(unscored)))
+    counts.update(rows_in_error=failed.num_rows, rows_without_reference=unscored.num_rows - failed.num_rows,
+                  groups_with_rows_in_error=pc.count_distinct(failed["prompt_id"]).as_py(),
+                  judge_errors=int(pc.sum(pc.equal(table["judge_status"], "error")).as_py() or 0))
+    return counts
 
 
 def _split_unscored(table: pa.Table) -> tuple[pa.Table, pa.Table, np.ndarray]:
@@ -72,9 +79,10 @@ def refuse_no_reference(table: pa.Table, where: str) -> None:
                         "(data.columns.reference_answer) or set score.no_reference=exclude to leave them out")
 
 
-@STAGES.register("score")
 class ScoreStage(Stage):
-    """One shard per judge part (each holds whole groups), so memory is one part's whatever the run's size."""
+    """SGPO rewards and GRPO/SGPO advantages.
+
+    One shard per judge part (each holds whole groups), so memory is one part's whatever the run's size."""
 
     name = "score"
     upstream = "judge"
@@ -87,8 +95,9 @@ class ScoreStage(Stage):
         self._tokenizer = None
 
     def check(self) -> None:
-        """A tokenizer for rts=tokens loads now, before generate and judge are paid for."""
-        self.tokenizer()
+        """A tokenizer for rts=tokens loads now, before generate and judge are paid for (loads are cached)."""
+        if self.recipe.score.rts == "tokens":
+            load_tokenizer(self.recipe)
 
     def config(self) -> dict:
         return {"score": self.recipe.score.model_dump()}
@@ -121,7 +130,6 @@ class ScoreStage(Stage):
 
     def process(self, shard: Shard) -> ShardOutput:
         table = shard.load()
-        self.check_input(table, shard.where)
         if self.recipe.score.no_reference == "refuse":
             refuse_no_reference(table, shard.where)
         scored, unscored, failed = _split_unscored(table)
@@ -134,18 +142,7 @@ class ScoreStage(Stage):
             order = np.concatenate([np.flatnonzero(~failed), np.flatnonzero(failed)])
             out = merged.take(pa.array(np.argsort(order)))  # back to the input's row order
         self.advance(table.num_rows)
-        return ShardOutput(out)
-
-    def tally(self, table: pa.Table) -> dict:
-        read = ["prompt_id", "is_correct", "steps", "first_error_step", "judge_status", "generate_status",
-                "grade_status", "data_source", *[f.name for f in SCORE_FIELDS]]
-        scored, unscored, _ = _split_unscored(table.select([c for c in read if c in table.column_names]))
-        counts = score_tally(scored)
-        failed = unscored.filter(pa.array(error_rows(unscored)))
-        counts.update(rows_in_error=failed.num_rows, rows_without_reference=unscored.num_rows - failed.num_rows,
-                      groups_with_rows_in_error=pc.count_distinct(failed["prompt_id"]).as_py(),
-                      judge_errors=int(pc.sum(pc.equal(table["judge_status"], "error")).as_py() or 0))
-        return counts
+        return ShardOutput(out, {"tally": _tally(out)})
 
     def statistics(self, shard_stats: list[dict]) -> dict:
         counts = summed_tallies(shard_stats)
