@@ -304,6 +304,14 @@ class EvalConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, description="sampling temperature of the evaluation (0: greedy)")
     max_new_tokens: int = Field(256, ge=1, description="length budget of an evaluation response")
 
+    @model_validator(mode="after")
+    def _every_needs_problems(self) -> EvalConfig:
+        """`every` needs held-out problems (`arithmetic`) to evaluate on."""
+        if self.every and self.arithmetic is None:
+            raise ValueError(f"every={self.every} but there are no held-out problems to evaluate on; set "
+                             "train.eval.arithmetic (e.g. {num_problems: 50}) or every: 0")
+        return self
+
 
 class TrainConfig(_Strict):
     data: str | None = Field(None, description="a run folder, Parquet file(s) (comma-separated or a glob) or a Hub dataset id")
