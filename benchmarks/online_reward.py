@@ -3,8 +3,9 @@ batched judge call over the same rows.
 
     python benchmarks/online_reward.py [--groups 64] [--g 8] [--median-s 0.25] [--sigma 0.5] [--workers 8]
 
-The judge is an `llm` judge on the openai backend, against `fake_openai_server.py` (each request waits a seeded
-lognormal time drawn from its body, so the same request waits as long under every caller). Every response is
+The judge is an `llm` judge on the openai backend, against the fake OpenAI server of tests/fault_server.py, in a
+process of its own (each request waits a seeded lognormal time drawn from its body, so the same request waits as
+long under every caller). Every response is
 wrong, so every one is judged: one request each. Four ways over the same rows:
 - bare: `Judging.verdicts`, the judging core called once on all rows (no grading, no scoring);
 - TRL: `SGPOReward` awaited on an event loop in a daemon thread, as GRPOTrainer's `_calculate_rewards` does;
@@ -22,20 +23,16 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the fake server: tests/fault_server.py
+
+from tests.fault_server import start_process  # noqa: E402
+
 BEFORE = {"rows": 64, "seconds": 21.8}  # 64 wrong responses in 8 groups, 0.25 s per request, 8 threads
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_rows(groups: int, g: int) -> list[dict]:
@@ -150,13 +147,9 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=512, help="the judge's window, for every caller")
     args = parser.parse_args()
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(HERE / "fake_openai_server.py"), "--port", str(port),
-                               "--median-s", str(args.median_s), "--sigma", str(args.sigma)],
-                              stdout=subprocess.PIPE, text=True)
-    server.stdout.readline()  # "listening on ..."
+    server, url = start_process("--median-s", str(args.median_s), "--sigma", str(args.sigma))
     section = {"name": "llm", "model": "fake", "max_in_flight": args.max_in_flight,
-               "backend": {"name": "openai", "options": {"base_url": f"http://127.0.0.1:{port}/v1"}}}
+               "backend": {"name": "openai", "options": {"base_url": url}}}
     rows = make_rows(args.groups, args.g)
     try:
         figures = {"bare": bare(section, rows), "TRL": trl(section, rows),

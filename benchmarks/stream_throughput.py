@@ -1,7 +1,8 @@
 """The generate and judge stages against a bare asyncio loop of the `openai` client, sending the same requests
 with the same concurrency, on the same server.
 
-    # a fake server with seeded lognormal latencies (p99 = 10x the median), started here in its own process:
+    # the fake server of tests/fault_server.py with seeded lognormal latencies (p99 = 10x the median), started
+    # here in its own process:
     python benchmarks/stream_throughput.py --fake --concurrency 1 8 64
     # a real server, e.g. vLLM's CPU build serving the shipped model as `smollm2` (see the README):
     python benchmarks/stream_throughput.py --base-url http://127.0.0.1:8011/v1 --model smollm2 \
@@ -18,12 +19,10 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -38,6 +37,9 @@ from sgpo_data.prompts import conversation
 from sgpo_data.run_reader import read_stage
 from sgpo_data.segmenters import get_segmenter
 from sgpo_data.stages.generate import prompt_seed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fake server: tests/fault_server.py
+from tests.fault_server import start_process  # noqa: E402
 
 
 def bare_loop(base_url: str, model: str, bodies: list[dict], concurrency: int) -> tuple[float, int]:
@@ -104,20 +106,8 @@ def timed_stage(name: str, recipe: Recipe, run: Path) -> tuple[float, dict]:
 
 
 def start_fake_server(median_s: float, sigma: float) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("fake_openai_server.py")), "--port",
-                               str(port), "--median-s", str(median_s), "--sigma", str(sigma)], stdout=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=1)
-            return server, url
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the fake server did not start")
+    """The fake server in its own process; policy answers of 32 words."""
+    return start_process("--median-s", str(median_s), "--sigma", str(sigma), "--tokens", "32")
 
 
 def main() -> None:

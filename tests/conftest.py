@@ -81,11 +81,19 @@ def pipeline_run(tmp_path_factory):
     return out
 
 
-# The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out every test that loads the model, starts
-# vLLM, or runs another process (the grader's math-verify worker, the CLI in a subprocess, Ray, torch training).
-SLOW_FIXTURES = {"smollm2", "transformers_on", "pipeline_run", "vllm_server", "exported", "demo"}
-SLOW_MODULES = {"test_pipeline", "test_trainer", "test_openai_backend", "test_grader", "test_faults",
-                "test_executors", "test_simulate"}
+# The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out every test that loads or builds a model (the
+# shipped SmolLM2, a random transformers model, a PRM, the experiment's tiny transformer), starts vLLM, or runs
+# another process (the grader's math-verify workers, the CLI in a subprocess, Ray, accelerate). Everything else is
+# fast, the fault server included: it is a thread of the test process. No fast test asserts on wall-clock time.
+# A test is slow when it asks for one of these fixtures (they load the model, build one, or run a stage, whose
+# grader starts its workers), when its module is listed here (each of its tests runs stages), or by its own mark.
+SLOW_FIXTURES = {
+    "smollm2", "transformers_on", "pipeline_run", "exported", "demo",  # the shipped model
+    "vllm_server", "vllm_run",  # vLLM
+    "shipped_tokenizer",  # may convert the shipped GGUF (loads the model) on a fresh machine
+    "prm_path", "tiny",  # tiny random models built for the PRM judge and the trainer
+}
+SLOW_MODULES = {"test_pipeline", "test_faults", "test_executors"}
 
 
 def pytest_collection_modifyitems(items):

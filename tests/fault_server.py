@@ -7,13 +7,24 @@ failures a real server (vLLM, a hosted API, a proxy in front of either) can prod
 
 Without `upstream` it synthesizes deterministic answers (policy solutions, judge verdicts, guided choices);
 with `upstream` it forwards every request it does not fault to that server and returns its answer verbatim.
-Standard library only.
+`latency_s` (with `latency_sigma`, a seeded lognormal latency drawn from each request's body) makes every answer
+wait like a real server's decode. Standard library only.
+
+The tests run it inside the test process (a thread per connection). The benchmarks run it as a process of its own,
+apart from the client they time (`start_process`; `--port 0`: a free port; it prints the URL it listens on, then
+serves until killed):
+
+    python tests/fault_server.py --port 8123 --median-s 0.5 --sigma 1.0
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -166,10 +177,10 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "html":
             call.status = 200
             return self._send(200, HTML_PAGE, "text/html")
-        if kind == "slow":
-            time.sleep(fault.delay_s)
-        if self.owner.latency_s:
-            time.sleep(self.owner.latency_s)
+        if kind == "slow" and not self._wait(fault.delay_s):
+            return
+        if not self._wait(self.owner.latency(raw)):
+            return
 
         if self.owner.upstream:
             status, payload, content_type = self.owner._forward(self.path, raw, self.headers)
@@ -185,6 +196,14 @@ class _Handler(BaseHTTPRequestHandler):
             payload = payload[:len(payload) // 2]
         call.status = status
         self._send(status, payload, content_type)
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait `seconds` before answering; False (and the connection dropped) if the server is stopped meanwhile: a
+        stopped server answers nothing more, and a request meant to wait for ever does not outlive it."""
+        if seconds > 0 and self.owner._stopped.wait(seconds):
+            self.close_connection = True
+            return False
+        return True
 
     def _send(self, status: int, payload: bytes | dict, content_type="application/json", headers: dict | None = None):
         payload = json.dumps(payload).encode() if isinstance(payload, dict) else payload
@@ -204,7 +223,7 @@ def _error(message: str, status: int) -> dict:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256  # many clients connect at once (a reward loop's whole batch)
+    request_queue_size = 1024  # many clients connect at once (a reward loop's whole batch, a benchmark's window)
 
     def handle_error(self, request, client_address):
         pass  # a client that gave up (timeout) leaves a broken pipe behind; not worth a traceback
@@ -212,10 +231,12 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, upstream: str | None = None, judge_answer: str | Callable[[str], str] = "0",
-                 latency_s: float = 0.0, policy_answer: Callable[[int], str] | None = None):
+                 latency_s: float = 0.0, policy_answer: Callable[[int], str] | None = None,
+                 latency_sigma: float = 0.0):
         self.upstream = upstream.rstrip("/") if upstream else None
         self.judge_answer, self.policy_answer = judge_answer, policy_answer
-        self.latency_s = latency_s  # every answer waits this long (a judge's decode time)
+        self.latency_s = latency_s  # every answer waits this long (a judge's decode time); the median with a sigma
+        self.latency_sigma = latency_sigma  # > 0: lognormal latencies (see latency())
         self.in_flight = 0  # chat requests being answered now
         self.max_in_flight = 0  # the most ever answered at once
         self.faults: list[Fault] = []  # checked in order, first match wins
@@ -223,12 +244,23 @@ class FaultServer:
         self.port = 0  # 0 until start() picks a free port; restart() reuses it
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
+        self._stopped = threading.Event()  # set by stop(): wakes the answers still waiting, which then drop
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def latency(self, body: bytes) -> float:
+        """How long the answer to a request with this raw body waits: `latency_s`, or with `latency_sigma` > 0 a
+        lognormal time of median `latency_s` drawn from a hash of the body, so the same request waits as long under
+        every client (sigma 1 puts the p99 at 10x the median)."""
+        if not self.latency_sigma:
+            return self.latency_s
+        rng = random.Random(hashlib.sha256(body).digest())
+        return self.latency_s * math.exp(self.latency_sigma * rng.gauss(0.0, 1.0))
+
     def start(self) -> FaultServer:
+        self._stopped.clear()
         handler = type("Handler", (_Handler,), {"owner": self})
         self._httpd = _Server(("127.0.0.1", self.port), handler)
         self.port = self._httpd.server_address[1]
@@ -237,6 +269,7 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._httpd is not None:
             self._httpd.shutdown()  # waits for serve_forever to return
             self._httpd.server_close()  # closes the listening socket: new connections are refused
@@ -284,3 +317,54 @@ class FaultServer:
             return exc.code, exc.read(), exc.headers.get("Content-Type", "application/json")
         except OSError as exc:  # upstream unreachable
             return 502, json.dumps(_error(f"{self.upstream} unreachable: {exc}", 502)).encode(), "application/json"
+
+
+def worded_answer(words: int) -> Callable[[int], str]:
+    """A `policy_answer` of about `words` words: steps "Step i: k + i = ...", then "The answer is k."."""
+    def answer(k: int) -> str:
+        steps = [f"Step {i}: {k} + {i} = {k + i}." for i in range(max(1, (words - 4) // 7))]
+        return "\n\n".join([*steps, f"The answer is {k}."])
+
+    return answer
+
+
+def start_process(*args: str) -> tuple[subprocess.Popen, str]:
+    """This server in a process of its own, on a free port; `args` are its command line's (`main`), e.g. "--median-s",
+    "0.5". Returns the process (terminate it when done) and the base URL it serves."""
+    process = subprocess.Popen([sys.executable, __file__, "--port", "0", *args], stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()  # "listening on <url>" once the socket is bound
+    if not line.startswith("listening on "):
+        process.kill()
+        raise RuntimeError(f"the fault server did not start (exit code {process.wait()})")
+    return process, line.split()[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on loopback until killed (the benchmarks' fake OpenAI server)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible chat-completions server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8123, help="0: a free port (the printed URL names it)")
+    parser.add_argument("--median-s", type=float, default=0.0, help="median seconds each answer waits")
+    parser.add_argument("--sigma", type=float, default=0.0,
+                        help="lognormal shape of the wait, drawn from a hash of the request (1: p99 = 10x the median)")
+    parser.add_argument("--tokens", type=int, default=None,
+                        help="about this many words per policy answer (default: one step, then the answer)")
+    parser.add_argument("--judge-answer", default="0", help="the answer to judge prompts and guided choices")
+    parser.add_argument("--upstream", default=None, help="forward every request to this server instead")
+    args = parser.parse_args(argv)
+    server = FaultServer(args.upstream, args.judge_answer, args.median_s,
+                         worded_answer(args.tokens) if args.tokens else None, args.sigma)
+    server.port = args.port
+    server.start()
+    print(f"listening on {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

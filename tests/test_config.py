@@ -104,6 +104,7 @@ def test_a_part_is_a_name_or_name_and_options_and_set_keeps_options_of_the_same_
     ("judge.name=noisy", None),
     ("judge.options={judge: nope}", None),
     ("data.preset=math501", "unknown preset 'math501'; valid: gsm8k, math500, processbench"),
+    ("train.eval.every=5", "every=5 but there are no held-out problems"),
 ])
 def test_cross_field_rules_are_checked_when_the_recipe_loads(override, message):
     """Rules that tie keys together fail at load, before any stage, with the key named."""

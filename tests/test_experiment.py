@@ -1,6 +1,7 @@
 """`sgpo-data experiment`: a tiny run end to end (outputs and their structure), the mechanism the arms rest on
 (GRPO and SGPO advantages part only in all-negative groups; the noisy judge moves first errors at about rate p),
-divergence, and bad input. The fast tests grade with the task's in-process check, so no process starts."""
+divergence, and bad input. The tests that build or train the tiny transformer are slow; the others grade with the
+task's in-process check, so no process starts."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow  # trains a tiny transformer
 def test_tiny_run_writes_curves_and_metrics(tmp_path):
     metrics = run_experiment(tmp_path, overrides=TINY)
     assert multiprocessing.active_children() == []  # no worker, no grader process
@@ -52,6 +54,7 @@ def test_tiny_run_writes_curves_and_metrics(tmp_path):
     assert len({v for (s, _), v in first.items() if s == "main"}) == 1
 
 
+@pytest.mark.slow  # trains a tiny transformer
 def test_gpu_preset_dry_run_on_cpu(tmp_path):
     tiny = {**TINY, "model": {}, "device": "cpu", "rl": {**TINY["rl"], "steps": 1},
             "settings": {"main": {"arms": ["sgpo"]}, "control": {"arms": ["grpo"]}}}
@@ -112,6 +115,7 @@ def test_noisy_judge_moves_first_errors_at_about_rate_p(p):
     assert abs(moved - expected) < 0.07, (moved, expected)
 
 
+@pytest.mark.slow  # trains a tiny transformer
 def test_nan_loss_is_reported_as_diverged_and_other_arms_run(tmp_path, monkeypatch):
     from sgpo_data.experiment import loop
 
@@ -167,6 +171,7 @@ def test_tiny_run_with_the_math_verify_grader(tmp_path):
     assert set(metrics["settings"]["main"]["arms"]) == {"grpo", "sgpo"}
 
 
+@pytest.mark.slow  # builds the tiny transformer and samples from it
 def test_policy_log_probs_match_the_trainer_s():
     """The behaviour log-probs kept at sampling are the ones the offline trainer's loss computes (ratio 1)."""
     from sgpo_data.experiment.loop import Lab

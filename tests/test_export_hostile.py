@@ -16,7 +16,7 @@ from sgpo_data.export import apply_filters
 from sgpo_data.stages import run_stage
 from sgpo_data.run_reader import StageFiles
 from sgpo_data.schema import SCORE_SCHEMA
-from tests.test_stages import judged_row, judged_run
+from tests.helpers import judged_row, judged_run
 
 LEAN = ["export.views=[flat, trl]", "export.formats=[parquet]"]
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import openai
 import pytest
 
-from tests.fault_server import Call, Fault, FaultServer, request_key
+from tests.fault_server import Call, Fault, FaultServer, request_key, start_process
 
 MESSAGES = [{"role": "user", "content": "What is 6 times 7?"}]
 
@@ -98,16 +99,18 @@ def test_status_fault_raises_the_matching_openai_error(server, status, error):
     assert [(c.status, c.fault) for c in server.log] == [(status, "status")]
 
 
-def test_retry_after_header_is_sent_and_honoured(server):
+def test_retry_after_header_is_sent_and_honoured(server, monkeypatch):
     server.faults.append(Fault("status", status=429, retry_after=1.5))
     with pytest.raises(openai.RateLimitError) as raised:
         ask(server)
     assert raised.value.response.headers["retry-after"] == "1.5"
-    # With retries the client waits Retry-After (not its own 0.5 s backoff), then succeeds.
+    # With retries the client waits Retry-After (not its own 0.5 s backoff), then succeeds. The wait the client
+    # asks for is recorded (and skipped), not timed.
+    waits, caller, sleep = [], threading.current_thread(), time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: waits.append(s) if threading.current_thread() is caller else sleep(s))
     server.faults[:] = [Fault("status", status=429, retry_after=0.8, times=1)]
-    start = time.monotonic()
     ask(server, client_kw={"max_retries": 1})
-    assert time.monotonic() - start >= 0.8
+    assert waits == [0.8]
     assert [c.status for c in server.log[1:]] == [429, 200]
 
 
@@ -137,11 +140,37 @@ def test_dropped_connection_is_a_connection_error_and_retried(server):
 
 
 def test_slow_answer_times_out_or_arrives(server):
-    server.faults.append(Fault("slow", delay_s=0.6))
+    # No duration is measured: the first answer waits far past the client's timeout, the second well within it.
+    server.faults += [Fault("slow", delay_s=3600, times=1), Fault("slow", delay_s=0.2)]
     with pytest.raises(openai.APITimeoutError):  # a subclass of APIConnectionError
         ask(server, client_kw={"timeout": 0.2})
-    assert ask(server, client_kw={"timeout": 3.0}).choices[0].message.content
-    assert server.log[-1].fault == "slow" and server.log[-1].status == 200
+    assert ask(server, client_kw={"timeout": 60.0}).choices[0].message.content
+    assert [(c.fault, c.status) for c in server.log] == [("slow", 0), ("slow", 200)]  # the first is still waiting
+
+
+def test_stopping_drops_the_answers_still_waiting(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.faults.append(Fault("slow", delay_s=3600))
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(ask, server, client_kw={"timeout": 60.0})
+        while not server.log and not answer.done():  # until the request has arrived
+            time.sleep(0.01)
+        server.stop()
+        with pytest.raises(openai.APIConnectionError) as raised:
+            answer.result()
+    assert not isinstance(raised.value, openai.APITimeoutError)  # dropped at stop(), not left to time out
+    assert [(c.fault, c.status) for c in server.log] == [("slow", 0)]
+
+
+def test_latency_is_seeded_by_the_request_body():
+    fixed = FaultServer(latency_s=0.25)
+    assert fixed.latency(b"a") == fixed.latency(b"b") == 0.25
+    heavy = FaultServer(latency_s=0.5, latency_sigma=1.0)
+    assert heavy.latency(b"a") == FaultServer(latency_s=0.5, latency_sigma=1.0).latency(b"a")  # every client alike
+    waits = sorted(heavy.latency(str(i).encode()) for i in range(2001))
+    assert waits[1000] == pytest.approx(0.5, rel=0.15)  # the median
+    assert waits[-20] / waits[1000] == pytest.approx(10, rel=0.3)  # sigma 1: p99 about 10x the median
 
 
 def test_fewer_choices(server):
@@ -239,3 +268,18 @@ def test_concurrent_requests_are_all_logged_and_times_is_exact(server):
         answers = list(pool.map(call, range(24)))
     assert answers.count(None) == 5 and server.faults[0].fired == 5
     assert len(server.log) == 24 and sum(server.requests().values()) == 24 and len(server.successes()) == 19
+
+
+@pytest.mark.slow  # a process of its own
+def test_the_script_serves_from_a_process_of_its_own():
+    """What the benchmarks start: `python tests/fault_server.py` on a free port, with latency and worded answers."""
+    process, url = start_process("--median-s", "0.01", "--sigma", "0.5", "--tokens", "32")
+    try:
+        one = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=30.0)
+        response = one.chat.completions.create(model="m", messages=MESSAGES, n=2, seed=1)
+        assert [len(c.message.content.split()) for c in response.choices] == [32, 32]
+        assert all(c.message.content.startswith("Step 0: ") for c in response.choices)
+        assert [m.id for m in one.models.list()] == ["fake"]
+    finally:
+        process.terminate()
+        process.wait()

@@ -5,69 +5,16 @@ rows, and no call that had succeeded was sent again."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from sgpo_data.run_reader import StageFiles
-from sgpo_data_cli.app import app
-from tests.fault_server import Fault, FaultServer
-from tests.helpers import LLM_JUDGE
+from tests.fault_server import Fault
+from tests.helpers import G, PROMPTS, assert_healthy_rerun_completes, first_problem, rows, run_cli
 
 pytestmark = pytest.mark.slow  # the grader's math-verify worker is a process of its own
 
-DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
-PROMPTS, G = 4, 4  # 2 shards of 2 prompts; one generate request per prompt
 PROBLEM = "Solve the problem step by step"  # in every policy prompt
-DELIVERED = {None, "fewer_choices"}  # faults after which the client still had a chat completion
-
-
-def cli_args(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, stages=("run",), model: str = "fake",
-             timeout_s: float = 1.5) -> list[str]:
-    """`sgpo-data` arguments for a small run (PROMPTS prompts, G samples, 2 shards) on the two servers."""
-    args = [*stages, *([str(DEMO)] if stages == ("run",) else ["--recipe", str(DEMO)]), "--out", str(out),
-            "--set", f"data.arithmetic.num_problems={PROMPTS}", "--set", f"generate.sampling.num_samples={G}",
-            "--set", "generate.prompts_per_shard=2", "--set", f"generate.max_in_flight={G}",
-            *[arg for s in LLM_JUDGE for arg in ("--set", s)], *extra]
-    for section, server in (("generate", policy), ("judge", judge)):
-        args += ["--set", f"{section}.backend=openai", "--set", f"{section}.model={model}", "--set",
-                 f"{section}.backend.options={{base_url: '{server.base_url}', max_retries: 1, timeout_s: {timeout_s}}}"]
-    return args
-
-
-def run(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, **kwargs) -> tuple[int, str]:
-    """The CLI in this process: its exit code and what it printed."""
-    result = CliRunner().invoke(app, cli_args(out, policy, judge, *extra, **kwargs), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
-def delivered(server: FaultServer) -> set[str]:
-    return {c.key for c in server.log if c.status == 200 and c.fault in DELIVERED}
-
-
-def rows(out: Path, stage: str = "judge") -> list[dict]:
-    return StageFiles(out, stage).dataset().to_table().to_pylist()
-
-
-def assert_healthy_rerun_completes(out: Path, policy: FaultServer, judge: FaultServer, *extra: str, **kwargs) -> None:
-    """Clear the faults, rerun: exit 0, every row ok, G rows per prompt, no successful call sent twice."""
-    before = {name: (delivered(s), s.requests()) for name, s in (("policy", policy), ("judge", judge))}
-    policy.faults.clear()
-    judge.faults.clear()
-    code, output = run(out, policy, judge, *extra, **kwargs)
-    assert code == 0, output
-    table = StageFiles(out, "export").read().to_pylist()
-    assert len(table) == PROMPTS * G
-    assert len({(r["prompt_id"], r["sample_idx"]) for r in table}) == PROMPTS * G
-    assert all(r["generate_status"] == "ok" and r["judge_status"] in ("ok", "skipped_correct") for r in table)
-    assert all(r["reward"] is not None for r in table)
-    for name, server in (("policy", policy), ("judge", judge)):
-        succeeded, counts = before[name]
-        after = server.requests()
-        repeated = [key for key in succeeded if after[key] != counts[key]]
-        assert not repeated, f"{name}: {len(repeated)} call(s) that had succeeded were sent again"
 
 
 # -- request faults: only the failing request's rows are marked, the stage goes on, exit 3 ------------------------
@@ -87,7 +34,7 @@ def test_a_failing_policy_request_marks_only_its_prompt(case, servers, tmp_path)
     fault, kind = ROW_FAULTS[case]
     first = fault.match = first_problem()  # every request for the first prompt, on every attempt
     policy.faults.append(fault)
-    code, output = run(tmp_path, policy, judge)
+    code, output = run_cli(tmp_path, policy, judge)
     assert code == 3, output
     assert "row(s) failed (generate: " + kind in output and "Rerun the same command" in output
     generated = rows(tmp_path, "generate")
@@ -111,7 +58,7 @@ def test_a_failing_judge_request_marks_only_its_row(case, servers, tmp_path):
     fault, kind = ROW_FAULTS[case]
     first = fault.match = first_problem()  # the judge requests of the first prompt's responses
     judge.faults.append(fault)
-    code, output = run(tmp_path, policy, judge)
+    code, output = run_cli(tmp_path, policy, judge)
     assert code == 3, output
     assert "row(s) failed (judge: " + kind in output
     judged = rows(tmp_path, "judge")
@@ -127,7 +74,7 @@ def test_a_failing_judge_request_marks_only_its_row(case, servers, tmp_path):
 def test_fewer_choices_are_refilled_so_every_group_has_g_rows(servers, tmp_path):
     policy, judge = servers
     policy.faults.append(Fault("fewer_choices", choices=1, times=2))  # two requests come back with 1 of 4
-    code, output = run(tmp_path, policy, judge)
+    code, output = run_cli(tmp_path, policy, judge)
     assert code == 0, output
     generated = rows(tmp_path, "generate")
     assert len(generated) == PROMPTS * G and all(r["generate_status"] == "ok" for r in generated)
@@ -137,7 +84,7 @@ def test_fewer_choices_are_refilled_so_every_group_has_g_rows(servers, tmp_path)
 def test_a_persistent_shortfall_is_a_counted_row_error(servers, tmp_path):
     policy, judge = servers
     policy.faults.append(Fault("fewer_choices", choices=1, match=first_problem()))  # 1 sample per request, always
-    code, output = run(tmp_path, policy, judge, "--set", "generate.max_refills=1")
+    code, output = run_cli(tmp_path, policy, judge, "--set", "generate.max_refills=1")
     assert code == 3, output
     failed = [r for r in rows(tmp_path, "generate") if r["generate_status"] == "error"]
     assert len(failed) == G - 2 and {r["generate_error_kind"] for r in failed} == {"invalid_response"}
@@ -152,7 +99,7 @@ def test_transient_faults_are_retried_and_leave_no_trace(fault, servers, tmp_pat
     policy, judge = servers
     policy.faults.append(fault)
     judge.faults.append(Fault(fault.kind, status=fault.status, retry_after=fault.retry_after, times=1))
-    code, output = run(tmp_path, policy, judge)
+    code, output = run_cli(tmp_path, policy, judge)
     assert code == 0, output
     assert policy.faults[0].fired == judge.faults[0].fired == 1
     assert all(r["generate_status"] == "ok" and r["judge_status"] != "error" for r in rows(tmp_path, "judge"))
@@ -178,7 +125,7 @@ def test_a_failing_service_stops_the_stage_and_a_rerun_resumes(case, which, serv
         server.stop()
     else:
         server.faults.append(fault)
-    code, output = run(tmp_path, policy, judge)
+    code, output = run_cli(tmp_path, policy, judge)
     assert code == 4, output
     lines = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0] and server.base_url in lines[0]
@@ -193,43 +140,25 @@ def test_a_failing_service_stops_the_stage_and_a_rerun_resumes(case, which, serv
 def test_a_slow_server_still_prints_progress(servers, tmp_path):
     policy, judge = servers
     policy.faults.append(Fault("slow", delay_s=1.2, times=2))
-    code, output = run(tmp_path, policy, judge, "--set",
-                       f"generate.backend.options={{base_url: '{policy.base_url}', timeout_s: 5}}",
-                       "--progress-every", "0.5")
+    code, output = run_cli(tmp_path, policy, judge, "--set",
+                           f"generate.backend.options={{base_url: '{policy.base_url}', timeout_s: 5}}",
+                           "--progress-every", "0.5")
     assert code == 0, output
     assert "generate: 0/16 rows done" in output
 
 
-# -- helpers -------------------------------------------------------------------------------------------------------
-
-def first_problem() -> str:
-    from sgpo_data.data.arithmetic import generate_arithmetic
-
-    return generate_arithmetic(PROMPTS, 2, 4, 0)[0]["problem"]
-
-
 def test_changing_max_in_flight_or_timeouts_of_a_finished_run_makes_no_new_call(servers, tmp_path):
     policy, judge = servers
-    code, output = run(tmp_path, policy, judge)
+    code, output = run_cli(tmp_path, policy, judge)
     assert code == 0, output
     before = len(policy.log), len(judge.log)
-    code, output = run(tmp_path, policy, judge, "--set", "generate.max_in_flight=8", "--set", "judge.max_in_flight=3",
-                       "--set", "generate.max_refills=5", timeout_s=7)
+    code, output = run_cli(tmp_path, policy, judge, "--set", "generate.max_in_flight=8", "--set",
+                           "judge.max_in_flight=3", "--set", "generate.max_refills=5", timeout_s=7)
     assert code == 0, output  # operational settings: no --overwrite asked for
     assert (len(policy.log), len(judge.log)) == before
     for marker in [*tmp_path.glob("generate/*.done"), *tmp_path.glob("judge/*.done")]:
         marker.unlink()  # as if killed before the markers: every shard is redone, its calls come from the cache
-    code, output = run(tmp_path, policy, judge, "--set", "generate.max_in_flight=12", "--set", "judge.max_in_flight=5")
+    code, output = run_cli(tmp_path, policy, judge, "--set", "generate.max_in_flight=12", "--set",
+                           "judge.max_in_flight=5")
     assert code == 0, output
     assert (len(policy.log), len(judge.log)) == before
-
-
-def test_one_client_serves_every_call_of_a_backend(servers):
-    from sgpo_data.backends import SamplingParams, get_backend
-
-    policy, _ = servers
-    backend = get_backend("openai", "fake", {"base_url": policy.base_url})
-    for seed in (1, 2, 3):
-        assert len(backend.generate([[{"role": "user", "content": "1 + 1?"}]], SamplingParams(n=2, seed=seed))[0]) == 2
-    assert backend.clients_made == 1
-    backend.close()

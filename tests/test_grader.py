@@ -1,5 +1,6 @@
 """The math-verify grader against the real math-verify (no mocks): its fast path, its cache and its worker
-processes with their per-row timeout. Fault injection goes through `_work_fn`, a module-level function here."""
+processes with their per-row timeout. Fault injection goes through `_work_fn`, a module-level function here.
+What the fast path decides starts no worker and is in the fast tier; the tests that start workers are slow."""
 
 import os
 import threading
@@ -46,6 +47,7 @@ def test_empty_reference_and_empty_batch(grader):
     assert grader.grade([], []) == []
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_unparseable_reference_falls_back_to_string_comparison(grader):
     # math-verify reads nothing from "}{"; the grader then compares normalised strings
     assert [r.is_correct for r in grader.grade(["#### }{", "#### {}"], ["}{", "}{"])] == [True, False]
@@ -67,6 +69,7 @@ def test_grades_outside_the_main_thread(grader):
     assert [(r.is_correct, r.status) for r in out] == [(True, "ok"), (False, "ok")]
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_slow_row_times_out_and_later_rows_still_grade():
     with get_grader("math_verify", {"timeout_s": 1.0}) as g:
         g.grade(["\\boxed{1}"], ["1"])  # start and warm the worker outside the timed call
@@ -86,6 +89,7 @@ def _raise(reference, predicted):
     raise ValueError("boom")
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_exception_in_worker_is_an_error_row():
     with get_grader("math_verify", _work_fn=_raise) as g:
         assert g.grade(["\\boxed{1}", "nothing"], ["1", "1"]) == [
@@ -189,6 +193,7 @@ def _record(reference, predicted):
     return reference == predicted
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_repeated_pairs_go_to_math_verify_once(tmp_path, monkeypatch):
     record = tmp_path / "calls.txt"
     monkeypatch.setenv("SGPO_TEST_RECORD", str(record))
@@ -221,6 +226,7 @@ def _sleepy(reference, predicted):
     return reference == predicted
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_timeout_replaces_only_the_stuck_worker_and_loses_no_row():
     with get_grader("math_verify", {"workers": 2, "timeout_s": 0.5}, _work_fn=_sleepy) as g:
         g.warm()
@@ -244,6 +250,7 @@ def _crash(reference, predicted):
     return reference == predicted
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_a_worker_that_dies_gives_an_error_row():
     with get_grader("math_verify", {"workers": 1}, _work_fn=_crash) as g:
         results = g.grade(["#### 1", "#### crash", "#### 2", "#### 1"], ["1"] * 4)
@@ -254,6 +261,7 @@ def _no_sympy():
     raise ImportError("no module named sympy")
 
 
+@pytest.mark.slow  # starts math-verify worker processes
 def test_a_worker_that_cannot_start_is_a_clear_error():
     pool = WorkerPool(_crash, _no_sympy, 2, 1.0, name="grader 'math_verify'", hint="check that math-verify imports")
     with pytest.raises(SgpoError, match="did not start \\(ImportError: no module named sympy\\); check that math-verify"):

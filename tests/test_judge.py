@@ -4,13 +4,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgpo_data.backends import Completion, Generation
-from sgpo_data.backends.base import BatchBackend
 from sgpo_data.errors import SgpoError, ServiceError
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.judges import JudgeInput, get_judge, parse_first_error
 from sgpo_data.judges.llm_judge import load_template, render_prompt
 from sgpo_data.schema import JudgeStatus
+from tests.fakes import FakeBackend, scripted
 
 ITEM = JudgeInput(
     problem="Ann has 3 pens and buys 4 more. How many pens?",
@@ -45,22 +44,8 @@ def test_prompt_wraps_numbered_steps_and_names_the_range():
     assert "(none given)" in render_prompt(load_template(), JudgeInput("p", None, ["x"]))
 
 
-class ScriptedBackend(BatchBackend):
-    """Fault injection: replies with fixed texts, or fails every request."""
-
-    model_name = "scripted"
-
-    def __init__(self, replies=None, error=None):
-        self.replies, self.error = replies or [], error
-
-    def generate_batch(self, requests):
-        if self.error:
-            return [self.error for _ in requests]
-        return [Generation([Completion(self.replies.pop(0), "stop", 1, None)], 10) for _ in requests]
-
-
 def test_unconstrained_judge_keeps_raw_on_parse_error():
-    judge = get_judge("llm", backend=ScriptedBackend(["1", "I think step one is wrong", "7"]))
+    judge = get_judge("llm", backend=FakeBackend(scripted(["1", "I think step one is wrong", "7"])))
     verdicts = judge.judge([ITEM, ITEM, ITEM])
     assert [v.status for v in verdicts] == [JudgeStatus.OK, JudgeStatus.PARSE_ERROR, JudgeStatus.PARSE_ERROR]
     assert verdicts[0].first_error_step == 1
@@ -70,7 +55,7 @@ def test_unconstrained_judge_keeps_raw_on_parse_error():
 
 def test_a_failed_request_becomes_an_error_verdict_with_its_kind():
     error = RequestError(ErrorKind.BAD_REQUEST, "400: maximum context length exceeded")
-    verdicts = get_judge("llm", backend=ScriptedBackend(error=error)).judge([ITEM, ITEM])
+    verdicts = get_judge("llm", backend=FakeBackend(lambda request: error)).judge([ITEM, ITEM])
     assert all(v.status == JudgeStatus.ERROR and v.error_kind == "bad_request" and "context length" in v.error
                and v.first_error_step is None for v in verdicts)
 
@@ -78,7 +63,7 @@ def test_a_failed_request_becomes_an_error_verdict_with_its_kind():
 def test_a_service_failure_is_raised_for_the_caller_to_stop():
     failure = ServiceError("cannot reach http://127.0.0.1:9/v1")
     with pytest.raises(ServiceError, match="cannot reach"):
-        get_judge("llm", backend=ScriptedBackend(error=failure)).judge([ITEM])
+        get_judge("llm", backend=FakeBackend(lambda request: failure)).judge([ITEM])
 
 
 def test_constrained_judge_on_the_real_model_always_returns_a_valid_step(smollm2):
@@ -125,12 +110,12 @@ def test_the_arith_judge_needs_no_engine_and_a_cascade_asks_the_engine_only_when
     verdicts = get_judge("arith", no_engine).judge(items)
     assert [(v.first_error_step, v.judge, v.raw) for v in verdicts] == [(1, "arith", "4 * 3 = 13"),
                                                                          (-1, "arith", "no false equation")]
-    backend = ScriptedBackend(["0"])
+    backend = FakeBackend(scripted(["0"]))
     cascade = get_judge("cascade", lambda: backend, {"judges": ["arith", "llm"], "options": {"llm": {"constrained": False}}})
     first, second = cascade.judge(items)
     assert (first.first_error_step, first.judge) == (1, "arith")
     assert (second.first_error_step, second.judge, second.prompt_tokens) == (0, None, 10)
-    assert backend.replies == []  # exactly one request went out
+    assert len(backend.requests) == 1  # exactly one request went out
 
 
 @pytest.mark.parametrize("options, message", [

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from sgpo_data.backends import Completion, Generation
-from sgpo_data.backends.base import BatchBackend
 from sgpo_data.errors import SgpoError
 from sgpo_data.judges import JudgeInput, get_judge
 from sgpo_data.judges.llm_judge import render_group_prompt, load_template
@@ -15,23 +14,7 @@ from sgpo_data.judges.parse import parse_group
 from sgpo_data.outcomes import ErrorKind, RequestError
 from sgpo_data.schema import JudgeStatus
 from sgpo_data.judges.base import in_scope
-
-
-class Recorder(BatchBackend):
-    """Fault injection and accounting: answers each request with `reply(request)`, records every request."""
-
-    model_name = "recorder"
-
-    def __init__(self, reply):
-        self.reply, self.requests = reply, []
-
-    def generate_batch(self, requests):
-        self.requests += requests
-        return [self.reply(r) for r in requests]
-
-
-def text_reply(text, prompt_tokens=100):
-    return Generation([Completion(text, "stop", 5, None)], prompt_tokens)
+from tests.fakes import FakeBackend, text_reply
 
 
 STEPS = [["a = 1\n\n", "b = 2\n\n", "c = 4"], ["x\n\n", "y"], ["only step"]]
@@ -56,7 +39,7 @@ def test_a_bad_group_reply_makes_every_row_a_parse_error_with_the_raw_kept(raw):
 
 
 def test_group_mode_asks_one_request_per_group_and_shares_its_tokens_out():
-    backend = Recorder(lambda r: text_reply("response_0: 2\nresponse_1: 0", prompt_tokens=301))
+    backend = FakeBackend(lambda r: text_reply("response_0: 2\nresponse_1: 0", prompt_tokens=301))
     judge = get_judge("llm", backend, {"mode": "group"})
     verdicts = judge.judge(ITEMS, groups=["p", "p", "q"])
     assert len(backend.requests) == 2  # one for group p (two rows), one for q
@@ -70,26 +53,26 @@ def test_group_mode_asks_one_request_per_group_and_shares_its_tokens_out():
 
 
 def test_single_mode_asks_one_request_per_row():
-    backend = Recorder(lambda r: text_reply("0"))
+    backend = FakeBackend(lambda r: text_reply("0"))
     verdicts = get_judge("llm", backend, {"constrained": False}).judge(ITEMS, groups=["p", "p", "q"])
     assert len(backend.requests) == 3 and [v.first_error_step for v in verdicts] == [0, 0, 0]
     assert all(v.prompt_tokens == 100 and v.calls == 1 and v.seconds >= 0 for v in verdicts)
 
 
 def test_a_failed_group_request_fails_each_of_its_rows():
-    backend = Recorder(lambda r: RequestError(ErrorKind.BAD_REQUEST, "400: too long"))
+    backend = FakeBackend(lambda r: RequestError(ErrorKind.BAD_REQUEST, "400: too long"))
     verdicts = get_judge("llm", backend, {"mode": "group"}).judge(ITEMS[:2], groups=["p", "p"])
     assert [(v.status, v.error_kind) for v in verdicts] == [(JudgeStatus.ERROR, "bad_request")] * 2
 
 
 def test_reference_free_prompt_when_the_row_has_no_reference_or_when_asked():
-    backend = Recorder(lambda r: text_reply("0"))
+    backend = FakeBackend(lambda r: text_reply("0"))
     judge = get_judge("llm", backend, {"constrained": False})
     judge.judge([JudgeInput("p?", None, ["s"]), JudgeInput("p?", "the reference", ["s"])])
     without, with_ = (r.conversation[0]["content"] for r in backend.requests)
     assert "Reference solution" not in without and "(none given)" not in without
     assert "the reference" in with_
-    forced = Recorder(lambda r: text_reply("0"))
+    forced = FakeBackend(lambda r: text_reply("0"))
     get_judge("llm", forced, {"constrained": False, "reference": False}).judge([JudgeInput("p?", "the reference", ["s"])])
     assert "the reference" not in forced.requests[0].conversation[0]["content"]
 
@@ -97,7 +80,7 @@ def test_reference_free_prompt_when_the_row_has_no_reference_or_when_asked():
 def test_a_user_template_is_used_and_checked(tmp_path):
     good = tmp_path / "mine.txt"
     good.write_text("PROBLEM: $problem\nREF: $reference_solution\n$steps\nLast: $last_step\n")
-    backend = Recorder(lambda r: text_reply("1"))
+    backend = FakeBackend(lambda r: text_reply("1"))
     get_judge("llm", backend, {"constrained": False, "template": str(good)}).judge([ITEMS[1]])
     assert backend.requests[0].conversation[0]["content"].startswith("PROBLEM: What is c?\nREF: c = 3\n<step_0>")
     bad = tmp_path / "bad.txt"
@@ -120,25 +103,18 @@ def test_group_prompt_neutralises_forged_response_tags():
     assert "\n## Task" in prompt and prompt.count("\n## Task") == 1
 
 
-class Continuations(BatchBackend):
+def continuations(first_bad: int, steps: list[str]):
     """The policy in mc's search: from a prefix that ends at step i, every continuation reaches the answer
     when i < first_bad and none does from i >= first_bad."""
 
-    model_name = "policy"
+    def reply(r):
+        prefix = r.conversation[-1]["content"]
+        assert r.conversation[-1]["role"] == "assistant"
+        reached = len([s for s in steps if prefix.endswith(s) or s in prefix]) - 1
+        answer = "The answer is 7." if reached < first_bad else "The answer is 9."
+        return Generation([Completion(" " + answer, "stop", 5, None)] * r.params.n, 20)
 
-    def __init__(self, first_bad: int, steps: list[str]):
-        self.first_bad, self.steps, self.prefixes = first_bad, steps, []
-
-    def generate_batch(self, requests):
-        results = []
-        for r in requests:
-            prefix = r.conversation[-1]["content"]
-            assert r.conversation[-1]["role"] == "assistant"
-            reached = len([s for s in self.steps if prefix.endswith(s) or s in prefix]) - 1
-            self.prefixes.append(reached)
-            answer = "The answer is 7." if reached < self.first_bad else "The answer is 9."
-            results.append(Generation([Completion(" " + answer, "stop", 5, None)] * r.params.n, 20))
-        return results
+    return reply
 
 
 class ExactGrader:
@@ -155,24 +131,24 @@ class ExactGrader:
 @pytest.mark.parametrize("first_bad", [0, 1, 4, 7])
 def test_mc_binary_search_finds_the_first_step_that_cannot_reach_the_answer_in_log_rounds(first_bad):
     steps = [f"step {i} text.\n\n" for i in range(7)] + ["The answer is 9."]
-    policy = Continuations(first_bad, steps)
+    policy = FakeBackend(continuations(first_bad, steps), model_name="policy")
     judge = get_judge("mc", None, {"samples": 3}, policy=policy)
     judge._grader = ExactGrader()
     [verdict] = judge.judge([JudgeInput("p", None, steps, reference_answer="7")])
     assert verdict.status == JudgeStatus.OK and verdict.first_error_step == first_bad
-    assert verdict.calls == len(policy.prefixes) <= 3  # log2(8) rounds, not 8
+    assert verdict.calls == len(policy.requests) <= 3  # log2(8) rounds, not 8
     rates = json.loads(verdict.raw)["success_rate_by_step"]
     assert all((rate == 1.0) == (int(step) < first_bad) for step, rate in rates.items())
 
 
 def test_mc_asks_nothing_for_a_right_answer_or_one_step_and_needs_a_reference_answer():
-    policy = Continuations(0, [])
+    policy = FakeBackend(continuations(0, []), model_name="policy")
     judge = get_judge("mc", None, {}, policy=policy)
     judge._grader = ExactGrader()
     right, one, missing = judge.judge([JudgeInput("p", None, ["a\n\n", "The answer is 7."], reference_answer="7"),
                                        JudgeInput("p", None, ["The answer is 9."], reference_answer="7"),
                                        JudgeInput("p", None, ["a", "b"])])
-    assert (right.first_error_step, one.first_error_step) == (-1, 0) and policy.prefixes == []
+    assert (right.first_error_step, one.first_error_step) == (-1, 0) and policy.requests == []
     assert missing.status == JudgeStatus.ERROR and "reference answer" in missing.error
 
 
@@ -205,7 +181,7 @@ def test_an_unknown_judge_or_segmenter_name_lists_the_valid_ones(name, kind):
 def test_group_replies_are_constrained_by_a_regular_expression_where_the_backend_can():
     import re as regex
 
-    backend = Recorder(lambda r: text_reply("response_0: 2\nresponse_1: -1"))
+    backend = FakeBackend(lambda r: text_reply("response_0: 2\nresponse_1: -1"))
     get_judge("llm", backend, {"mode": "group"}).judge(ITEMS[:2], groups=["p", "p"])
     assert backend.requests[0].pattern is None  # this backend cannot: free generation, parsed strictly
     backend.supports_pattern = True
@@ -284,7 +260,7 @@ def test_noisy_judge_replaces_first_errors_with_probability_p_and_the_same_rows_
 
 
 def test_noisy_judge_perturbs_an_engine_judge_after_its_requests():
-    backend = Recorder(lambda r: text_reply("response_0: 0\nresponse_1: 0", prompt_tokens=200))
+    backend = FakeBackend(lambda r: text_reply("response_0: 0\nresponse_1: 0", prompt_tokens=200))
     verdicts = get_judge("noisy", backend, {"judge": "llm", "options": {"mode": "group"}, "p": 1.0, "seed": 1}).judge(
         ITEMS, groups=["p", "p", "q"])
     assert len(backend.requests) == 2  # the wrapped judge's requests, one per group

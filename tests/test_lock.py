@@ -63,7 +63,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_is_taken_ov
     """Two real `sgpo-data run` on one folder: the second refuses at once, naming the first's pid; after kill -9
     of the first, a rerun takes the lock over and finishes the run."""
     from tests.fault_server import Fault, FaultServer
-    from tests.test_faults import G, PROMPTS, cli_args, run
+    from tests.helpers import G, PROMPTS, cli_args, run_cli
 
     with FaultServer() as policy, FaultServer() as judge:
         policy.faults.append(Fault("slow", delay_s=1.0, after=G // 2))  # keeps the first run busy
@@ -72,12 +72,12 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_is_taken_ov
         deadline = time.time() + 120
         while not policy.log and time.time() < deadline:  # it holds the lock once it sends requests
             time.sleep(0.1)
-        code, output = run(tmp_path, policy, judge)
+        code, output = run_cli(tmp_path, policy, judge)
         assert code == 2 and f"is in use by pid {first.pid} on " in output, output
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         policy.faults.clear()
-        code, output = run(tmp_path, policy, judge)
+        code, output = run_cli(tmp_path, policy, judge)
         assert code == 0, output
         from sgpo_data.run_reader import read_stage
 

@@ -20,8 +20,6 @@ from sgpo_data.run_reader import StageFiles
 from sgpo_data_cli.app import app
 from tests.fault_server import Fault, FaultServer
 
-pytestmark = pytest.mark.slow  # math-verify grades in a worker process
-
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 LLM_OPTIONS = {"reference": False}  # eval-judge's items have no reference solution: the prompts must match
 SCORE = {"reward_map": "sigmoid", "beta": 5.0, "gamma": 0.5}  # the demo recipe's
@@ -52,6 +50,7 @@ def flow(value) -> str:
     return json.dumps(value)  # YAML flow style accepts JSON
 
 
+@pytest.mark.slow  # the generate stage starts math-verify worker processes
 def test_the_judge_stage_sgpo_reward_verl_and_eval_judge_give_identical_verdicts(tmp_path):
     import sgpo_data.integrations.verl as verl
 
@@ -134,6 +133,7 @@ def _verl_batch(tokenizer, rows: list[dict]):
                      "extra_info": np.array([r["extra_info"] for r in rows], dtype=object)})
 
 
+@pytest.mark.slow  # Ray workers
 def test_inside_verls_reward_loop_a_batch_is_judged_together_in_groups(tmp_path):
     """verl 0.9.1's RewardLoopManager: Ray actors running RewardLoopWorker, each awaiting one compute_score per
     response of its chunk. Every group's request is in flight at once; group mode sees whole groups;
@@ -226,6 +226,7 @@ def test_bad_reward_kwargs_are_one_line_naming_the_key_before_any_request():
     verl.close()
 
 
+@pytest.mark.slow  # loads the shipped model into a TRL trainer
 def test_mc_samples_from_the_policy_being_trained_or_refuses_in_one_line(tmp_path):
     """mc's continuations come from the trainer's model (`attach`), never from the judge's engine; without a
     policy it refuses."""

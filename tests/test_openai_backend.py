@@ -1,5 +1,6 @@
 """The openai backend against a real OpenAI-compatible server: vLLM's CPU build serving the shipped model on
-loopback (installed by `make test` into .venv-vllm; set SGPO_VLLM_PYTHON to use another)."""
+loopback (installed by `make test` into .venv-vllm; set SGPO_VLLM_PYTHON to use another). The tests that need no
+model (the fault server of tests/fault_server.py, or no server at all) are in the fast tier."""
 
 from __future__ import annotations
 
@@ -127,6 +128,15 @@ def test_pipeline_with_vllm_for_policy_and_judge(vllm_server, tmp_path):
             assert row["judge_model"] == SERVED and 0 < row["reward"] < 1
 
 
+def test_one_client_serves_every_call_of_a_backend(servers):
+    policy, _ = servers
+    backend = get_backend("openai", "fake", {"base_url": policy.base_url})
+    for seed in (1, 2, 3):
+        assert len(backend.generate([[{"role": "user", "content": "1 + 1?"}]], SamplingParams(n=2, seed=seed))[0]) == 2
+    assert backend.clients_made == 1
+    backend.close()
+
+
 def test_unreachable_server_and_missing_key(monkeypatch):
     from sgpo_data.errors import ServiceError
 
@@ -147,20 +157,13 @@ def test_faults_in_front_of_vllm_mark_only_their_rows_and_a_rerun_heals(vllm_ser
     fewer choices than n, one judge request with a truncated body. Exit 3 with only those rows in error; a
     rerun through a healthy proxy completes every row and repeats no call that had succeeded."""
     from tests.fault_server import Fault, FaultServer
-    from tests.test_faults import (
-        PROMPTS,
-        G,
-        assert_healthy_rerun_completes,
-        first_problem,
-        rows,
-        run,
-    )
+    from tests.helpers import G, PROMPTS, assert_healthy_rerun_completes, first_problem, rows, run_cli
 
     extra = ("--set", "generate.sampling.max_new_tokens=48")
     with FaultServer(upstream=vllm_server) as policy, FaultServer(upstream=vllm_server) as judge:
         policy.faults += [Fault("status", status=400, match=first_problem()), Fault("fewer_choices", choices=2, times=1)]
         judge.faults.append(Fault("truncated", times=1))
-        code, output = run(tmp_path, policy, judge, *extra, model=SERVED, timeout_s=120)
+        code, output = run_cli(tmp_path, policy, judge, *extra, model=SERVED, timeout_s=120)
         assert code == 3, output
         generated, judged = rows(tmp_path, "generate"), rows(tmp_path, "judge")
         assert len(generated) == PROMPTS * G

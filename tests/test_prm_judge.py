@@ -1,6 +1,7 @@
 """The `prm` judge on a tiny random token-classification model built here (SmolLM2's tokenizer plus <extra_0>):
 its probabilities are the model's own at the separators, the threshold picks the first error, batches with
-padding agree with single items, and bad inputs are row errors."""
+padding agree with single items, and bad inputs are row errors. Building the model makes these tests slow
+(conftest: `prm_path`, `shipped_tokenizer`); only the check of the options needs no model."""
 
 from __future__ import annotations
 
@@ -211,13 +212,13 @@ def test_an_input_longer_than_max_length_is_a_row_error(prm_path):
     assert "longer than 60 (judge.options.max_length)" in verdicts[1].error
 
 
-def test_options_are_checked_before_anything_loads(prm_path):
+def test_options_are_checked_before_anything_loads():
     with pytest.raises(SgpoError, match=r"judge\.options\.nope"):
-        get_judge("prm", None, {"model": prm_path, "nope": 1})
+        get_judge("prm", None, {"model": "/no/such/prm", "nope": 1})  # no model is needed to refuse them
     with pytest.raises(SgpoError, match=r"judge\.options\.model"):
         get_judge("prm", None, {})
     with pytest.raises(SgpoError, match=r"judge\.options\.threshold"):
-        get_judge("prm", None, {"model": prm_path, "threshold": 1.5})
+        get_judge("prm", None, {"model": "/no/such/prm", "threshold": 1.5})
     judge = get_judge("prm", None, {"model": "/no/such/prm"})  # lazy: nothing loads yet
     assert isinstance(judge, PRMJudge) and judge.model is None and judge.loaded_model_name() == "/no/such/prm"
     with pytest.raises(SgpoError, match=r"judge\.options\.model: model folder /no/such/prm not found"):

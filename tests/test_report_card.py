@@ -1,7 +1,6 @@
 import re
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 
@@ -9,63 +8,11 @@ from sgpo_data.card import card_metadata, render_card, size_category
 from sgpo_data.config import Recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.report import PLOTS, check_no_secrets, make_plots, read_manifests, read_scored, write_report
-from sgpo_data.scoring import score_stats, score_table
-from sgpo_data.pipeline.folder import StageFolder
 from sgpo_data.run_reader import StageFiles
+from tests.helpers import make_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 VIEWS = {"flat": ["train", "test"], "stepwise": ["train"]}
-
-# (prompt, source, is_correct, number of steps, first_error_step, judge_status)
-ROWS = [
-    ("p0", "alpha", True, 2, None, "skipped_correct"),
-    ("p0", "alpha", False, 3, 1, "ok"),
-    ("p0", "alpha", False, 2, -1, "ok"),
-    ("p1", "alpha", False, 2, 0, "ok"),
-    ("p1", "alpha", False, 3, None, "parse_error"),
-    ("p1", "alpha", None, 2, None, "error"),
-    ("p2", "beta", False, 4, 2, "ok"),
-    ("p2", "beta", False, 4, 1, "ok"),
-    ("p2", "beta", False, 4, 0, "ok"),
-    ("p3", "beta", True, 2, None, "skipped_correct"),
-    ("p3", "beta", True, 2, None, "skipped_correct"),
-    ("p3", "beta", True, 3, None, "skipped_correct"),
-]
-
-
-def make_run(root: Path, generate_config: dict | None = None, finish_score: bool = True) -> Path:
-    """A complete generate/judge/score run folder with two data sources, every judge status and a -1."""
-    recipe = Recipe().model_dump()
-    generated = pa.table({
-        "prompt_id": [r[0] for r in ROWS],
-        "problem": [f"problem {r[0]}" for r in ROWS],
-        "data_source": [r[1] for r in ROWS],
-        "sample_idx": pa.array([i % 3 for i in range(len(ROWS))], pa.int32()),  # 3 rows per prompt
-        "policy_model": ["tiny-policy"] * len(ROWS),
-        "is_correct": [r[2] for r in ROWS],
-    })
-    judged = generated
-    for name, values, type_ in [
-        ("steps", [[f"step {i}\n\n" for i in range(r[3])] for r in ROWS], pa.list_(pa.string())),
-        ("first_error_step", [r[4] for r in ROWS], pa.int32()),
-        ("judge_status", [r[5] for r in ROWS], pa.string()),
-        ("judge_model", [None if r[5] == "skipped_correct" else "tiny-judge" for r in ROWS], pa.string()),
-    ]:
-        judged = judged.append_column(name, pa.array(values, type_))
-    scored = score_table(judged, Recipe().score)
-    config = generate_config or {k: recipe[k] for k in ("data", "generate", "grader")}
-    for stage, table, cfg in [("generate", generated, config), ("judge", judged, {"judge": recipe["judge"]}),
-                              ("score", scored, {"score": recipe["score"]})]:
-        out = StageFolder(root, stage, {"generate": None, "judge": "generate", "score": "judge"}[stage])
-        out.start(cfg, f"fp-{stage}", num_shards=2 if stage != "score" else 1)
-        if stage == "score" and not finish_score:
-            break
-        parts = [table] if stage == "score" else [table.slice(0, 6), table.slice(6)]
-        for i, part in enumerate(parts):
-            out.write_shard(i, part, f"in-{i}", {})
-        stats = score_stats(table) if stage == "score" else {"responses": table.num_rows}
-        out.finish({i: f"in-{i}" for i in range(len(parts))}, lambda markers: stats)
-    return root
 
 
 @pytest.fixture

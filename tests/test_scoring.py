@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -14,34 +12,7 @@ from sgpo_data.config import ScoreConfig
 from sgpo_data.errors import SgpoError
 from sgpo_data.schema import SCORE_FIELDS
 from sgpo_data.scoring import REWARD_MAPS, group_advantages, score_stats, score_table
-
-
-def make_table(rows: list[tuple]) -> pa.Table:
-    """rows: (prompt_id, is_correct, num_steps, first_error_step, judge_status)."""
-    seen: dict[str, int] = {}
-    sample_idx = []
-    for r in rows:
-        sample_idx.append(seen.get(r[0], 0))
-        seen[r[0]] = sample_idx[-1] + 1
-    return pa.table({
-        "prompt_id": pa.array([r[0] for r in rows], pa.string()),
-        "sample_idx": pa.array(sample_idx, pa.int32()),
-        "is_correct": pa.array([r[1] for r in rows], pa.bool_()),
-        "steps": pa.array([[f"step {i}" for i in range(r[2])] for r in rows], pa.list_(pa.string())),
-        "first_error_step": pa.array([r[3] for r in rows], pa.int32()),
-        "judge_status": pa.array([r[4] for r in rows], pa.string()),
-    })
-
-
-def col(table: pa.Table, name: str) -> list:
-    return table[name].to_pylist()
-
-
-def sig(x: float, beta: float = 5.0, gamma: float = 0.5) -> float:
-    return 1.0 / (1.0 + math.exp(-beta * (x - gamma)))
-
-
-ALL_NEGATIVE = [("p", False, 4, k, "ok") for k in (0, 1, 2, -1)]
+from tests.helpers import ALL_NEGATIVE, col, make_table, sig
 
 
 def test_all_negative_group_hand_computed():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sgpo_data.config import ScoreConfig, load_recipe
 from sgpo_data.errors import SgpoError
 from sgpo_data.scoring import group_advantages, score_stats, score_table
-from tests.test_scoring import ALL_NEGATIVE, col, make_table, sig
+from tests.helpers import ALL_NEGATIVE, col, make_table, sig
 
 
 def test_step_map_gives_the_same_credit_wherever_the_error_is():

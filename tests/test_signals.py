@@ -22,7 +22,7 @@ from sgpo_data.pipeline.signals import Interrupted, on_stop, stop_on_signals
 from sgpo_data.pipeline.stream import stream_shards
 from sgpo_data.run_reader import StageFiles
 from tests.fault_server import Fault, FaultServer
-from tests.test_streaming import ShuffledBackend, ToyJob
+from tests.fakes import ShuffledBackend, ToyJob
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
@@ -102,19 +102,29 @@ def _stored(path: Path) -> int:
 
 
 def test_a_stopped_feed_gives_the_requests_in_flight_only_the_grace_period():
+    """A server that never answers: once both requests are in flight the feed is stopped with 0.2 s of grace, and
+    the stream gives them up and ends with no result (waiting for them would have ended each with the client's
+    timeout error after 30 s)."""
     from sgpo_data.backends import get_backend
 
     with FaultServer() as server:
-        server.faults.append(Fault("slow", delay_s=3.0))
+        server.faults.append(Fault("slow", delay_s=3600))  # no answer before the server stops
         backend = get_backend("openai", "fake", {"base_url": server.base_url, "timeout_s": 30})
         feed = Feed.of([Request([{"role": "user", "content": f"q{i}"}], SamplingParams(), seed=i) for i in range(2)])
-        threading.Timer(0.3, feed.stop, args=(0.2,)).start()
-        started = time.monotonic()
+
+        def stop_once_both_are_in_flight():
+            patience = time.monotonic() + 30  # not an assertion: the count is checked below
+            while len(server.log) < 2 and time.monotonic() < patience:
+                time.sleep(0.01)
+            feed.stop(0.2)
+
+        threading.Thread(target=stop_once_both_are_in_flight, daemon=True).start()
         try:
             results = list(backend.stream(feed, 4))
         finally:
             backend.close()
-    assert results == [] and time.monotonic() - started < 2.0
+    assert results == []
+    assert len(server.log) == 2 and all(call.status == 0 for call in server.log)  # sent, never answered
 
 
 # -- the CLI, killed for real -------------------------------------------------------------------------------------

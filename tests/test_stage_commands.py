@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from sgpo_data_cli.app import app
 from tests.fault_server import Fault
-from tests.test_faults import G, PROMPTS, cli_args, first_problem
+from tests.helpers import G, PROMPTS, cli_args, first_problem
 
 pytestmark = pytest.mark.slow  # the grader's math-verify worker is a process of its own
 

@@ -14,18 +14,7 @@ from sgpo_data.export import get_view
 from sgpo_data.pipeline import Shard
 from sgpo_data.schema import JUDGE_SCHEMA, SCORE_SCHEMA
 from sgpo_data.stages import get_stage
-
-
-def judged_row(prompt_id: str, idx: int, k: int | None, judge_status: str = "ok", generate_ok: bool = True) -> dict:
-    row = {name: None for name in JUDGE_SCHEMA.names}
-    row.update(prompt_id=prompt_id, problem=f"problem {prompt_id}", sample_idx=idx, is_correct=False if generate_ok else None,
-               response="a\n\nb\n\nc\n\nd" if generate_ok else None, steps=["a\n\n", "b\n\n", "c\n\n", "d"] if generate_ok else [],
-               first_error_step=k, judge_status=judge_status, generate_status="ok" if generate_ok else "error")
-    if not generate_ok:
-        row.update(generate_error_kind="bad_request", generate_error="400: too long")
-    if judge_status == "error":
-        row.update(judge_error_kind="timeout", judge_error="no answer within timeout_s=1")
-    return row
+from tests.helpers import judged_row, judged_run, make_run
 
 
 def test_rows_in_error_take_no_part_in_scoring_and_their_group_is_scored_over_the_rest():
@@ -77,7 +66,6 @@ def test_the_runner_names_the_missing_columns_of_a_stage_s_input_and_a_stage_tha
 
 def test_the_trainer_never_falls_back_to_unfiltered_rows(tmp_path):
     from sgpo_data.train.data import read_table
-    from tests.test_report_card import make_run
 
     run = make_run(tmp_path / "run")  # generate, judge and score, but no export
     with pytest.raises(SgpoError, match="export is missing or incomplete; run `sgpo-data export"):
@@ -102,22 +90,6 @@ def rounded(value):
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return round(value, 9) if isinstance(value, float) else value
-
-
-def judged_run(root, rows: list[dict], cut: int):
-    """A run folder whose judge stage is complete in two parts (rows[:cut], rows[cut:])."""
-    from sgpo_data.pipeline.folder import StageFolder
-
-    table = pa.Table.from_pylist(rows, schema=JUDGE_SCHEMA)
-    recipe = Recipe().model_dump()
-    configs = {"generate": {k: recipe[k] for k in ("data", "generate", "grader")}, "judge": {"judge": recipe["judge"]}}
-    for stage, upstream in (("generate", None), ("judge", "generate")):
-        folder = StageFolder(root, stage, upstream)
-        folder.start(configs[stage], f"fp-{stage}", num_shards=2)
-        for i, part in enumerate([table.slice(0, cut), table.slice(cut)]):
-            folder.write_shard(i, part, f"in-{i}", {}, {"tally": {}})
-        folder.finish({0: "in-0", 1: "in-1"}, lambda markers: {})
-    return table
 
 
 @pytest.mark.parametrize("advantage", ["group", "batch"])

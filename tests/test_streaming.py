@@ -3,84 +3,12 @@ any order, follow-ups, a service failure mid-stream, and work the cache already 
 
 from __future__ import annotations
 
-import random
-
-import pyarrow as pa
 import pytest
 
-from sgpo_data.backends.base import Backend, BatchBackend, Completion, Feed, Generation, Request, SamplingParams
+from sgpo_data.backends.base import Completion, Generation, Request, SamplingParams
 from sgpo_data.errors import ServiceError
-from sgpo_data.outcomes import ErrorKind, RequestError
-from sgpo_data.pipeline.stage import Shard, ShardOutput
-from sgpo_data.pipeline.stream import ShardJob, stream_shards
-
-
-class ShuffledBackend(Backend):
-    """Fault injection: completes the requests in flight in a seeded random order; records what it saw."""
-
-    model_name = "shuffled"
-
-    def __init__(self, seed: int = 0, fail: set[str] = frozenset(), service_down_at: str | None = None):
-        self.rng, self.fail, self.service_down_at = random.Random(seed), fail, service_down_at
-        self.sent: list[str] = []
-        self.peak = 0
-        self.events: list[tuple[str, str]] = []  # ("send" | "done", request text)
-
-    def stream(self, feed: Feed, max_in_flight: int):
-        flight: list[Request] = []
-        while True:
-            used = sum(r.sequences for r in flight)
-            while (request := feed.pop(None if not flight else max_in_flight - used)) is not None:
-                flight.append(request)
-                used += request.sequences
-                self.sent.append(text(request))
-                self.events.append(("send", text(request)))
-            self.peak = max(self.peak, used)
-            if not flight:
-                return
-            request = flight.pop(self.rng.randrange(len(flight)))
-            self.events.append(("done", text(request)))
-            if text(request) == self.service_down_at:
-                yield request, ServiceError("cannot reach the server")
-            elif text(request) in self.fail:
-                yield request, RequestError(ErrorKind.SERVER_ERROR, "500")
-            else:
-                completions = [Completion(f"{text(request)}#{i}", "stop", 1, None) for i in range(request.params.n)]
-                yield request, Generation(completions, prompt_tokens=3)
-
-
-def text(request: Request) -> str:
-    return request.conversation[0]["content"]
-
-
-class ToyJob(ShardJob):
-    """A shard of `size` prompts, one request of n=2 each; `refill` asks once more for prompt 0's samples."""
-
-    def __init__(self, index: int, size: int = 4, cached: bool = False, refill: bool = False):
-        super().__init__(Shard(index, f"fp{index}", size))
-        self.size, self.cached, self.refill = size, cached, refill
-        self.answers: dict[int, list[str]] = {i: [f"cached-{index}-{i}"] for i in range(size)} if cached else {}
-        self.closed, self.opened = 0, False
-
-    def requests(self) -> list[Request]:
-        self.opened = True
-        return [] if self.cached else [
-            Request([{"role": "user", "content": f"s{self.shard.index}p{i}"}], SamplingParams(n=2), seed=i, tag=i)
-            for i in range(self.size)]
-
-    def take(self, request, result) -> list[Request]:
-        i = request.tag
-        self.answers.setdefault(i, []).extend(
-            [c.text for c in result.completions] if isinstance(result, Generation) else [f"error:{result.kind}"])
-        if self.refill and i == 0 and len(self.answers[0]) == 2:
-            return [Request([{"role": "user", "content": f"s{self.shard.index}p0-refill"}], SamplingParams(n=1), tag=0)]
-        return []
-
-    def finish(self) -> ShardOutput:
-        return ShardOutput(pa.table({"answers": [self.answers[i] for i in range(self.size)]}))
-
-    def close(self) -> None:
-        self.closed += 1
+from sgpo_data.pipeline.stream import stream_shards
+from tests.fakes import FakeBackend, ShuffledBackend, ToyJob, text
 
 
 def run(jobs, backend, max_in_flight=6):
@@ -160,20 +88,10 @@ def test_cached_and_uncached_shards_mix():
     assert sorted(out) == [0, 1, 2] and len(backend.sent) == 4
 
 
-class EchoBatch(BatchBackend):
-    model_name = "echo"
-
-    def __init__(self):
-        self.batches: list[list[str]] = []
-
-    def generate_batch(self, requests):
-        self.batches.append([text(r) for r in requests])
-        return [Generation([Completion(text(r), "stop", 1, None)] * r.params.n, 1) for r in requests]
-
-
 def test_a_batch_engine_fills_each_batch_up_to_the_window_one_call_per_sampling_setting():
-    backend = EchoBatch()
+    backend = FakeBackend(lambda r: Generation([Completion(text(r), "stop", 1, None)] * r.params.n, 1))  # an echo
     requests = [Request([{"role": "user", "content": f"q{i}"}], SamplingParams(n=2 if i < 5 else 1)) for i in range(7)]
     results = backend.run(requests, max_in_flight=4)
     assert [r.completions[0].text for r in results] == [f"q{i}" for i in range(7)]
-    assert backend.batches == [["q0", "q1"], ["q2", "q3"], ["q4"], ["q5", "q6"]]
+    batches = [[text(r) for r in batch] for batch in backend.batches]
+    assert batches == [["q0", "q1"], ["q2", "q3"], ["q4"], ["q5", "q6"]]

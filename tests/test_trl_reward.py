@@ -18,7 +18,6 @@ def completion(text):
     return [{"role": "assistant", "content": text}]
 
 
-@pytest.mark.slow  # math-verify grades in a worker process
 def test_an_all_negative_group_gets_a_reward_spread_from_the_first_errors():
     reward = SGPOReward(judge="arith")
     completions = [completion(t) for t in [

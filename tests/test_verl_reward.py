@@ -8,8 +8,6 @@ import pytest
 from sgpo_data.integrations.verl import compute_score, compute_score_batch
 from tests.helpers import arithmetic_view
 
-pytestmark = pytest.mark.slow  # math-verify grades in a worker process
-
 
 def score(*args, **kwargs) -> float:
     return asyncio.run(compute_score(*args, **kwargs))["score"]
@@ -32,6 +30,7 @@ def test_compute_score_gives_one_sgpo_reward_and_the_batch_variant_groups_by_pro
                                ["6", "6"], [info, info], judge="arith") == [early, late]
 
 
+@pytest.mark.slow  # verl forks processes; the shipped tokenizer may need the model converted
 def test_verl_reads_the_verl_view_and_scores_it_with_compute_score_through_its_reward_manager(tmp_path):
     """verl 0.9.1 itself (installed without its training stack by `make test`): RLHFDataset + collate_fn over the
     view, the reward function loaded from its file by verl's loader, and verl's naive reward manager calling it."""
