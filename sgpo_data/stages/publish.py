@@ -57,6 +57,15 @@ class Publisher:
         self.stage = StageFiles(run, "export")
 
     def publish(self) -> dict:
+        """Under a lock of its own: `--shard` processes that complete the export stage together publish once (the
+        others wait, then find it done)."""
+        import fcntl
+
+        with open(self.stage.dir / ".publish.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._publish()
+
+    def _publish(self) -> dict:
         cfg = self.recipe.export
         folder, marker = self.stage.dir, self.stage.dir / "published.json"
         # what the views are made of: the record, the export's config and the code that built them
