@@ -248,11 +248,11 @@ def test_readers_refuse_stages_made_from_an_upstream_that_was_redone(tmp_path):
         run_stage("score", recipe, tmp_path)  # a stage run on its own refuses a stale upstream too
 
 
-def test_processes_that_complete_export_together_publish_once(tmp_path):
+def test_processes_that_complete_export_together_publish_once(tmp_path, monkeypatch):
     """Two `--shard` processes may both see the export stage complete: the publish lock lets one write the views
     while the other waits, then finds them made from the same record and writes nothing."""
-    import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from sgpo_data.config import load_recipe
     from sgpo_data.pipeline.runner import run_stage as run_one
@@ -266,19 +266,11 @@ def test_processes_that_complete_export_together_publish_once(tmp_path):
     original = publish.Publisher._write_parts
 
     def counting(self, *args):
-        writes.append(threading.get_ident())
+        writes.append(1)
         time.sleep(0.3)  # long enough for the other thread to get here too, were nothing stopping it
         return original(self, *args)
 
-    publish.Publisher._write_parts = counting
-    try:
-        results = [None, None]
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, publish.publish(recipe, tmp_path)))
-                   for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        publish.Publisher._write_parts = original
+    monkeypatch.setattr(publish.Publisher, "_write_parts", counting)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: publish.publish(recipe, tmp_path), range(2)))
     assert len(writes) == 1 and results[0] == results[1] and results[0]["rows_after_filters"] == 8

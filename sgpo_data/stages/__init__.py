@@ -11,6 +11,7 @@ from sgpo_data.errors import SgpoError
 from sgpo_data.pipeline import Progress, ShardSpec, StageResult
 from sgpo_data.pipeline import runner
 from sgpo_data.pipeline.stage import Stage, stage_order
+from sgpo_data.run_reader import StageFiles
 from sgpo_data.stages.export import ExportStage
 from sgpo_data.stages.generate import GenerateStage
 from sgpo_data.stages.judge import JudgeStage
@@ -42,8 +43,6 @@ def run_stage(name: str, recipe: Recipe, out: str | Path, shard: ShardSpec = Sha
                               executor=executor)
     if result.complete and name in AFTER:
         AFTER[name](recipe, out)
-        from sgpo_data.run_reader import StageFiles
-
         result.manifest = StageFiles(out, name).manifest()
     return result
 
